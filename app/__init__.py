@@ -1,0 +1,1 @@
+"""LoRA Studio: the web app and its domain."""

@@ -1,0 +1,1 @@
+"""JSON and SSE routers: deps, parse, one service call, respond."""

@@ -1,0 +1,24 @@
+"""Base model registry."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.api.schemas import ModelIn, ModelOut
+from app.core.repositories import catalog
+from app.core.services import models as model_service
+from app.deps import SessionDep
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelOut)
+def register_model(body: ModelIn, session: SessionDep) -> ModelOut:
+    """Register a base model by Hugging Face id or local folder."""
+    return ModelOut.model_validate(model_service.register_model(session, body.name, body.ref, body.gguf_file))
+
+
+@router.get("", response_model=list[ModelOut])
+def list_models(session: SessionDep) -> list[ModelOut]:
+    """Registered base models."""
+    return [ModelOut.model_validate(m) for m in catalog.list_models(session)]

@@ -1,0 +1,54 @@
+"""Runs: create from a RunSpec, read, cancel, metrics, adapter download."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from fastapi.responses import StreamingResponse
+
+from app.api.schemas import MetricOut, RunOut
+from app.core.repositories import runs as runs_repo
+from app.core.services import runs as run_service
+from app.deps import ResourcesDep, RunDep, SessionDep
+from app.downloads import adapter_zip_stream
+from worker.trainer.spec import RunSpec
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut)
+def create_run(spec: RunSpec, session: SessionDep) -> RunOut:
+    """Queue a run; it is sent to a worker once stored."""
+    return RunOut.model_validate(run_service.create_run(session, spec))
+
+
+@router.get("", response_model=list[RunOut])
+def list_runs(session: SessionDep, status: str | None = None) -> list[RunOut]:
+    """Runs, newest first, optionally of one status."""
+    return [RunOut.model_validate(r) for r in runs_repo.list_recent(session, status)]
+
+
+@router.get("/{run_id}", response_model=RunOut)
+def get_run(run: RunDep) -> RunOut:
+    """One run."""
+    return RunOut.model_validate(run)
+
+
+@router.post("/{run_id}/cancel", response_model=RunOut)
+def cancel_run(run: RunDep, session: SessionDep) -> RunOut:
+    """Cancel a queued run now, or ask a running one to stop at the next step (the adapter so far is kept)."""
+    return RunOut.model_validate(run_service.cancel_run(session, run))
+
+
+@router.get("/{run_id}/metrics", response_model=list[MetricOut])
+def run_metrics(run: RunDep, session: SessionDep, after: int = 0) -> list[MetricOut]:
+    """Stored metric points with seq above `after`."""
+    return [MetricOut.model_validate(p) for p in runs_repo.metric_points(session, run.id, after)]
+
+
+@router.get("/{run_id}/adapter", response_class=StreamingResponse)
+def download_adapter(run: RunDep, session: SessionDep, res: ResourcesDep) -> StreamingResponse:
+    """The trained adapter as a zip (PEFT files, tokenizer, spec.yaml, model card), streamed."""
+    files = run_service.adapter_files(session, run)
+    headers = {"Content-Disposition": f'attachment; filename="run-{run.id}-adapter.zip"'}
+    return StreamingResponse(adapter_zip_stream(res.session_factory, files), media_type="application/zip",
+                             headers=headers)

@@ -1,0 +1,83 @@
+"""Response shapes of the JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DatasetOut(_Out):
+    """A stored dataset."""
+
+    id: int
+    name: str
+    filename: str
+    file_type: str
+    format: str
+    row_count: int
+    size_bytes: int
+    sha256: str
+    columns: list[str]
+    preview: list[dict[str, Any]]
+    created_at: datetime
+
+
+class ModelIn(BaseModel):
+    """A base model to register."""
+
+    name: str = ""
+    ref: str
+    gguf_file: str | None = None
+
+
+class ModelOut(_Out):
+    """A registered base model."""
+
+    id: int
+    name: str
+    source: str
+    ref: str
+    gguf_file: str | None
+    created_at: datetime
+
+
+class RunOut(_Out):
+    """A run and its state."""
+
+    id: int
+    name: str
+    status: str
+    method: str
+    spec: dict[str, Any]
+    dataset_id: int
+    base_model_id: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    cancel_requested: bool
+    device: str | None
+    versions: dict[str, str]
+    total_steps: int | None
+    current_step: int
+    last_loss: float | None
+    trainable_params: int | None
+    total_params: int | None
+    final: dict[str, Any]
+    error_code: str | None
+    error_message: str | None
+    error_traceback: str | None
+
+
+class MetricOut(_Out):
+    """One metric point."""
+
+    seq: int
+    step: int
+    values: dict[str, Any]

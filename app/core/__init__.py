@@ -1,0 +1,1 @@
+"""The studio's domain and persistence: no FastAPI, Celery or torch here."""

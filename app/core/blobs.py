@@ -1,0 +1,86 @@
+"""The chunked, content-addressed blob store: bytes stream in and out, never whole in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from app.core.models import Blob, BlobChunk
+
+CHUNK_SIZE = 1024 * 1024
+
+
+def iter_file(fileobj: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield a file's bytes in chunks."""
+    while chunk := fileobj.read(chunk_size):
+        yield chunk
+
+
+def put_stream(session: Session, chunks: Iterable[bytes], media_type: str) -> Blob:
+    """Store bytes as a blob; an identical blob already stored is reused (its chunks are not duplicated)."""
+    # The hash is known only at the end, so chunks go under a placeholder blob first.
+    blob = Blob(sha256=f"pending-{uuid.uuid4().hex}"[:64], size=0, media_type=media_type)
+    session.add(blob)
+    session.flush()
+    digest, size, seq = hashlib.sha256(), 0, 0
+    for data in _rechunk(chunks):
+        digest.update(data)
+        size += len(data)
+        chunk = BlobChunk(blob_id=blob.id, seq=seq, data=data)
+        session.add(chunk)
+        session.flush()
+        # A written chunk need not stay in the identity map: memory stays at one chunk.
+        session.expunge(chunk)
+        seq += 1
+    return _finalise(session, blob, digest.hexdigest(), size)
+
+
+def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    buffer = bytearray()
+    for piece in chunks:
+        buffer += piece
+        while len(buffer) >= CHUNK_SIZE:
+            yield bytes(buffer[:CHUNK_SIZE])
+            del buffer[:CHUNK_SIZE]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _finalise(session: Session, blob: Blob, sha256: str, size: int) -> Blob:
+    existing = session.scalar(select(Blob).where(Blob.sha256 == sha256))
+    if existing is not None:
+        session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob.id))
+        session.delete(blob)
+        session.flush()
+        return existing
+    session.execute(update(Blob).where(Blob.id == blob.id).values(sha256=sha256, size=size))
+    session.refresh(blob)
+    return blob
+
+
+def put_file(session: Session, path: Path, media_type: str) -> Blob:
+    """Store a file from disk."""
+    with path.open("rb") as fileobj:
+        return put_stream(session, iter_file(fileobj), media_type)
+
+
+def iter_blob(session: Session, blob_id: int) -> Iterator[bytes]:
+    """Yield a blob's chunks in order, one query per chunk so memory stays at one chunk."""
+    seqs = session.scalars(select(BlobChunk.seq).where(BlobChunk.blob_id == blob_id).order_by(BlobChunk.seq)).all()
+    for seq in seqs:
+        yield session.scalar(select(BlobChunk.data).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
+
+
+def export_to_file(session: Session, blob_id: int, path: Path) -> Path:
+    """Write a blob to disk (the worker hands files to the trainer this way)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for data in iter_blob(session, blob_id):
+            out.write(data)
+    return path

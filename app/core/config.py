@@ -1,0 +1,49 @@
+"""Settings of the studio process (not of training runs: those live in RunSpec)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".lorastudio"
+
+
+class Settings(BaseSettings):
+    """Read from the environment (prefix LORASTUDIO_), plus DATABASE_URL and REDIS_URL as is."""
+
+    model_config = SettingsConfigDict(env_prefix="LORASTUDIO_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Work folders, models, SQLite file.")
+    database_url: str = Field("", validation_alias="DATABASE_URL", description="SQLAlchemy URL; empty: SQLite in data_dir.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL", description="Broker and pub/sub.")
+    queue: str = Field("training", description="Celery queue the training tasks go to.")
+    max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset upload.")
+    visibility_timeout_s: int = Field(24 * 3600, description="Redis redelivery timeout; above the longest run.")
+    cancel_grace_s: float = Field(30.0, description="Seconds between SIGTERM and SIGKILL when cancelling.")
+    metric_flush_s: float = Field(0.5, description="Longest a metric point waits before it is written.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or the embedded SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'studio.db'}"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for runs (datasets exported for the trainer, trainer output)."""
+        return self.data_dir / "work"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where prepared base models (e.g. the converted demo model) live."""
+        return self.data_dir / "models"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,23 @@
+"""A base model the studio may fine-tune: a hub id or a local folder."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, utcnow
+
+
+class BaseModelEntry(Base):
+    """Registered so runs can name it; the web process never opens its weights."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    source: Mapped[str] = mapped_column(String(10))  # "hub" | "local"
+    ref: Mapped[str] = mapped_column(String(1000))  # hub id or absolute folder path
+    gguf_file: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,1 @@
+"""Every select() and update(): plain functions taking the session first."""

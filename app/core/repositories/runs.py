@@ -1,0 +1,58 @@
+"""Queries and conditional updates on runs, metric points and artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.core.db import utcnow
+from app.core.models import Artifact, MetricPoint, Run, RunStatus
+
+
+def get(session: Session, run_id: int) -> Run | None:
+    """A run by id."""
+    return session.get(Run, run_id)
+
+
+def list_recent(session: Session, status: str | None = None, limit: int = 200) -> Sequence[Run]:
+    """Newest runs first, optionally of one status."""
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if status:
+        query = query.where(Run.status == status)
+    return session.scalars(query).all()
+
+
+def transition(session: Session, run_id: int, from_: Sequence[RunStatus], **values: Any) -> bool:
+    """Atomically move a run out of one of the given states; False if it was in none of them."""
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_([s.value for s in from_]))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def touch(session: Session, run_id: int, **values: Any) -> None:
+    """Update fields of a running run (progress, heartbeat)."""
+    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow(), **values))
+
+
+def metric_points(session: Session, run_id: int, after_seq: int = 0) -> Sequence[MetricPoint]:
+    """Points of a run with seq above after_seq, in order."""
+    query = select(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.seq > after_seq)
+    return session.scalars(query.order_by(MetricPoint.seq)).all()
+
+
+def last_seq(session: Session, run_id: int) -> int:
+    """Highest seq stored for a run (0 if none)."""
+    return session.scalar(select(func.coalesce(func.max(MetricPoint.seq), 0)).where(MetricPoint.run_id == run_id))
+
+
+def artifacts(session: Session, run_id: int, kind: str = "adapter") -> Sequence[Artifact]:
+    """A run's stored files of one kind, by name."""
+    query = select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind).order_by(Artifact.name)
+    return session.scalars(query).all()

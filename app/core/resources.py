@@ -1,0 +1,41 @@
+"""Per-process handles: settings, database engine and sessions, Redis client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+
+import redis
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.config import Settings, get_settings
+from app.core.db import make_engine, make_session_factory
+
+
+@dataclass
+class Resources:
+    """Opened lazily, once per process (web app, worker, test)."""
+
+    settings: Settings = field(default_factory=get_settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The database engine."""
+        return make_engine(self.settings.resolved_database_url)
+
+    @cached_property
+    def session_factory(self) -> sessionmaker[Session]:
+        """Sessions bound to the engine."""
+        return make_session_factory(self.engine)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """A Redis client with short timeouts, so a dead Redis fails fast instead of hanging requests."""
+        return redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+
+
+@lru_cache
+def resources() -> Resources:
+    """This process's resources."""
+    return Resources()

@@ -1,0 +1,1 @@
+"""Use cases: they flush, never commit; the boundary (request, task) commits."""

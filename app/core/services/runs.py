@@ -1,0 +1,110 @@
+"""Run use cases: create, cancel, claim, record progress, finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.core import jobs
+from app.core.db import utcnow
+from app.core.errors import StudioError, not_found
+from app.core.models import Dataset, MetricPoint, Run, RunStatus
+from app.core.repositories import catalog
+from app.core.repositories import runs as runs_repo
+from worker.trainer.spec import RunSpec
+
+EXECUTE_TASK = "runs.execute"
+
+
+def create_run(session: Session, spec: RunSpec) -> Run:
+    """Store a queued run with its exact spec, and enqueue it once the caller commits."""
+    if spec.data.dataset_id is None or session.get(Dataset, spec.data.dataset_id) is None:
+        raise StudioError("invalid", "dataset_not_found", "Choose an uploaded dataset (data.dataset_id).",
+                          field="data.dataset_id")
+    model = catalog.find_model(session, spec.model.base_model)
+    if model is None:
+        raise StudioError("invalid", "model_not_registered", f"Base model '{spec.model.base_model}' is not "
+                          "registered; register it first (Models page or POST /api/models).", field="model.base_model")
+    if spec.model.trust_remote_code:
+        raise StudioError("invalid", "remote_code_not_allowed", "Running code shipped with a model is off in "
+                          "this studio.", field="model.trust_remote_code")
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": None})})
+    run = Run(name=spec.name or f"{spec.method}-{model.name}"[:200], status=RunStatus.queued, method=spec.method,
+              spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id)
+    session.add(run)
+    session.flush()
+    jobs.enqueue(session, EXECUTE_TASK, run_id=run.id)
+    return run
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    """A run, or a not-found error."""
+    run = runs_repo.get(session, run_id)
+    if run is None:
+        raise not_found("run", run_id)
+    return run
+
+
+def cancel_run(session: Session, run: Run) -> Run:
+    """Cancel a queued run at once; ask a running one to stop; refuse a finished one."""
+    now = utcnow()
+    if runs_repo.transition(session, run.id, [RunStatus.queued], status=RunStatus.cancelled, finished_at=now,
+                            cancel_requested=True):
+        session.refresh(run)
+        return run
+    if runs_repo.transition(session, run.id, [RunStatus.running], cancel_requested=True):
+        session.refresh(run)
+        return run
+    session.refresh(run)
+    raise StudioError("conflict", "run_finished", f"Run {run.id} is already {run.status}; nothing to cancel.")
+
+
+def claim_run(session: Session, run_id: int, worker: str) -> bool:
+    """Take a queued run for this worker; False if another delivery already took it (or it was cancelled)."""
+    now = utcnow()
+    claimed = runs_repo.transition(session, run_id, [RunStatus.queued], status=RunStatus.running, started_at=now,
+                                   heartbeat_at=now, worker=worker, attempts=Run.attempts + 1)
+    return claimed
+
+
+def record_started(session: Session, run_id: int, event: dict[str, Any]) -> None:
+    """Keep what the trainer said about itself: device, library versions, sizes."""
+    runs_repo.touch(session, run_id, device=event.get("device"), versions=event.get("versions") or {},
+                    total_steps=event.get("total_steps"), trainable_params=event.get("trainable_params"),
+                    total_params=event.get("total_params"))
+
+
+def record_metrics(session: Session, run_id: int, points: list[tuple[int, dict[str, Any]]]) -> list[MetricPoint]:
+    """Store (seq, event) metric points and move the run's progress forward."""
+    rows = [MetricPoint(run_id=run_id, seq=seq, step=int(ev["step"]), values=_values(ev)) for seq, ev in points]
+    session.add_all(rows)
+    losses = [r.values["loss"] for r in rows if isinstance(r.values.get("loss"), int | float)]
+    progress: dict[str, Any] = {"current_step": max(r.step for r in rows)} if rows else {}
+    if losses:
+        progress["last_loss"] = losses[-1]
+    runs_repo.touch(session, run_id, **progress)
+    session.flush()
+    return rows
+
+
+def _values(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k not in ("type", "step")}
+
+
+def finish_run(session: Session, run_id: int, status: RunStatus, final: dict[str, Any] | None = None,
+               error: dict[str, Any] | None = None) -> None:
+    """Move a running run to its end state with the trainer's final numbers or error."""
+    error = error or {}
+    runs_repo.transition(session, run_id, [RunStatus.running], status=status, finished_at=utcnow(),
+                         final=final or {}, error_code=error.get("code"), error_message=error.get("message"),
+                         error_traceback=error.get("traceback"))
+
+
+def adapter_files(session: Session, run: Run) -> list[tuple[str, int]]:
+    """(name, blob id) of a run's adapter files; a conflict error while there are none yet."""
+    files = [(a.name, a.blob_id) for a in runs_repo.artifacts(session, run.id)]
+    if not files:
+        raise StudioError("conflict", "no_adapter", f"Run {run.id} has no adapter yet (status {run.status}); it is "
+                          "stored when the run succeeds or is cancelled.")
+    return files

@@ -1,0 +1,43 @@
+"""create_app(): the FastAPI application with its API, pages and static files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.api import datasets, events, health, models, runs
+from app.api import errors as api_errors
+from app.core import jobs
+from app.core.resources import Resources
+from app.queue import TaskSender
+from app.uploads import BodySizeLimit
+
+FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
+
+
+def create_app(res: Resources | None = None) -> FastAPI:
+    """Build the app; the database must already be migrated (`lorastudio migrate`)."""
+    res = res or Resources()
+    app = FastAPI(title="LoRA Studio", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.resources = res
+    jobs.configure_sender(TaskSender(res.settings))
+    api_errors.install(app)
+    for router in (health.router, datasets.router, models.router, runs.router, events.router):
+        app.include_router(router)
+    _mount_pages(app)
+    app.add_middleware(BodySizeLimit, limit=res.settings.max_upload_bytes)
+    return app
+
+
+def _mount_pages(app: FastAPI) -> None:
+    """HTML pages and static assets, when the frontend folder is present."""
+    static = FRONTEND / "static"
+    if static.is_dir():
+        app.mount("/static", StaticFiles(directory=static), name="static")
+    try:
+        from app.pages import install as install_pages
+    except ImportError:
+        return
+    install_pages(app)

@@ -1,0 +1,105 @@
+"""Shared fixtures: a migrated database (SQLite by default, PostgreSQL with LORASTUDIO_TEST_DB=postgresql),
+the real Redis, an app client, and a tiny model built locally."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app.core import schema
+from app.core.config import Settings
+from app.core.resources import Resources
+
+PG_ADMIN_URL = os.environ.get("LORASTUDIO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LORASTUDIO_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def _create_pg_database() -> tuple[str, str]:
+    """A fresh PostgreSQL database for this test session (dropped at the end)."""
+    name = f"lorastudio_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", name
+
+
+def _drop_pg_database(name: str) -> None:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Studio settings for the test session: temp data dir, migrated DB, own Celery queue on the real Redis."""
+    data_dir = tmp_path_factory.mktemp("studio-data")
+    pg_name = None
+    if os.environ.get("LORASTUDIO_TEST_DB", "sqlite") == "postgresql":
+        url, pg_name = _create_pg_database()
+    else:
+        url = f"sqlite:///{data_dir / 'studio.db'}"
+    schema.upgrade(url)
+    yield Settings(
+        data_dir=data_dir, DATABASE_URL=url, REDIS_URL=REDIS_URL, queue=f"test-{uuid.uuid4().hex[:8]}",
+        cancel_grace_s=20.0,
+    )
+    if pg_name:
+        _drop_pg_database(pg_name)
+
+
+@pytest.fixture(scope="session")
+def resources(settings: Settings) -> Resources:
+    """Engine, sessions and Redis for the test session."""
+    return Resources(settings)
+
+
+@pytest.fixture(scope="session")
+def app(resources: Resources):  # noqa: ANN201
+    """The FastAPI app on the test resources."""
+    from app.main import create_app
+
+    return create_app(resources)
+
+
+@pytest.fixture
+def client(app) -> Iterator:  # noqa: ANN001
+    """An HTTP client for the app (in process)."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def session(resources: Resources) -> Iterator:
+    """A session whose work is rolled back after the test."""
+    db_session = resources.session_factory()
+    try:
+        yield db_session
+    finally:
+        db_session.rollback()
+        db_session.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama-style model and tokenizer, saved locally (seconds, no download)."""
+    from tests.support.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """../shared/datasets, or skip."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"{SHARED_DATASETS} is absent (it sits beside the project in CI)")
+    return SHARED_DATASETS

@@ -1,0 +1,30 @@
+"""The Celery app: reliability settings for long training tasks, routed by name."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.core.config import get_settings
+
+
+def make_celery() -> Celery:
+    """A Celery app on the studio's Redis; the database, not Celery, holds job state."""
+    settings = get_settings()
+    app = Celery("lorastudio", broker=settings.redis_url, include=["worker.tasks.runs"])
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        task_acks_late=True,  # a task lost with its worker is redelivered…
+        task_reject_on_worker_lost=True,  # …and the atomic claim makes the redelivery harmless
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=1,  # one training task per worker process
+        broker_transport_options=transport,
+        result_backend=None,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_default_queue=settings.queue,
+    )
+    return app
+
+
+celery_app = make_celery()
