@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The README's two commands:
+#   scripts/studio.sh up     install what is needed, then start the whole studio on this machine
+#   scripts/studio.sh test   install what is needed, then run the full test suite (SQLite, then PostgreSQL)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${LORASTUDIO_VENV:-.venv}
+PY="$VENV/bin/python"
+
+setup() {
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  # Re-install only when the dependencies changed.
+  local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -e ".[dev]"
+    touch "$stamp"
+  fi
+}
+
+ensure_services() {
+  # CI and developer machines run PostgreSQL and Redis as services; start them if they are down.
+  if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+  fi
+  if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /tmp --logfile /tmp/redis-ci.log || true
+  fi
+}
+
+run_tests() {
+  ensure_services
+  "$VENV/bin/ruff" check app worker tests benchmarks
+  "$VENV/bin/lint-imports"
+  echo "== test suite on SQLite"
+  LORASTUDIO_TEST_DB=sqlite "$VENV/bin/pytest" -q tests "$@"
+  echo "== database-backed tests on PostgreSQL"
+  LORASTUDIO_TEST_DB=postgresql "$VENV/bin/pytest" -q tests --ignore=tests/trainer "$@"
+}
+
+case "${1:-}" in
+  up) shift; setup; exec "$VENV/bin/lorastudio" up "$@" ;;
+  test) shift; setup; run_tests "$@" ;;
+  setup) setup ;;
+  *) echo "usage: scripts/studio.sh up|test|setup" >&2; exit 2 ;;
+esac

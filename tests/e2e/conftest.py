@@ -1,0 +1,68 @@
+"""A live studio for end-to-end tests: uvicorn and a real Celery worker as child processes, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.stack import Stack, free_port, web_argv, worker_argv
+
+
+@dataclass
+class LiveStudio:
+    """Where the running studio answers, and its log files."""
+
+    url: str
+    http: httpx.Client
+    worker_log: Path
+
+    def wait_for(self, run_id: int, statuses: set[str], timeout: float = 240) -> dict:
+        """Poll a run until it reaches one of statuses."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.http.get(f"/api/runs/{run_id}").json()
+            if run["status"] in statuses:
+                return run
+            time.sleep(0.3)
+        raise AssertionError(f"run {run_id} still {run['status']} after {timeout}s; worker log:\n"
+                             + self.worker_log.read_text()[-4000:])
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the web server exited during start-up"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def live_studio(settings: Settings) -> Iterator[LiveStudio]:
+    """Web app + one worker process (two task slots) on the test database and the real Redis."""
+    env = {**os.environ, "DATABASE_URL": settings.resolved_database_url, "REDIS_URL": settings.redis_url,
+           "LORASTUDIO_DATA_DIR": str(settings.data_dir), "LORASTUDIO_QUEUE": settings.queue,
+           "LORASTUDIO_CANCEL_GRACE_S": str(settings.cancel_grace_s), "PYTHONUNBUFFERED": "1"}
+    stack = Stack()
+    worker_log = settings.data_dir / "worker.log"
+    port = free_port()
+    try:
+        stack.start("worker", worker_argv(settings.queue, concurrency=2), env, worker_log)
+        web = stack.start("web", web_argv("127.0.0.1", port), env, settings.data_dir / "web.log")
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url, web)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            yield LiveStudio(url=url, http=http, worker_log=worker_log)
+    finally:
+        stack.stop(grace_s=10)

@@ -1,0 +1,147 @@
+"""Upload → queue → LoRA/QLoRA training on a real worker → live SSE → adapter download, over HTTP only."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from tests.e2e.conftest import LiveStudio
+
+pytestmark = pytest.mark.e2e
+
+CHAT_ROWS = [
+    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                  {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+    for a in range(6) for b in range(4)
+]
+
+
+def _spec(dataset_id: int, model: str, method: str, max_steps: int) -> dict:
+    return {
+        "name": f"e2e-{method}", "method": method,
+        "model": {"base_model": model},
+        "data": {"dataset_id": dataset_id, "max_seq_length": 64},
+        "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "training": {"max_steps": max_steps, "learning_rate": 5e-3, "per_device_batch_size": 4,
+                     "logging_steps": 1, "warmup_ratio": 0.0, "lr_scheduler": "constant"},
+    }
+
+
+@pytest.fixture(scope="module")
+def studio_objects(live_studio: LiveStudio, tiny_model_dir: Path) -> dict:
+    """A registered tiny model and an uploaded chat dataset on the live studio."""
+    http = live_studio.http
+    model = http.post("/api/models", json={"name": f"tiny-{time.time_ns()}", "ref": str(tiny_model_dir)})
+    assert model.status_code == 201, model.text
+    body = "\n".join(json.dumps(r) for r in CHAT_ROWS).encode()
+    dataset = http.post("/api/datasets", files={"file": ("chat.jsonl", body)}, data={"name": "chat"})
+    assert dataset.status_code == 201, dataset.text
+    assert dataset.json()["format"] == "messages"
+    return {"model": model.json()["name"], "dataset_id": dataset.json()["id"]}
+
+
+class SseRecorder:
+    """Reads a run's SSE stream on a thread, noting each metric step and the status seen when it arrived."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.points, self.statuses = url, [], []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        status = "queued"
+        with httpx.stream("GET", self.url, timeout=300) as response:
+            event = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "metric":
+                    self.points.append((json.loads(line[6:])["step"], status))
+                elif line.startswith("data: ") and event == "status":
+                    status = json.loads(line[6:])["status"]
+                    self.statuses.append(status)
+
+
+def _load_adapter(zip_bytes: bytes, base_dir: Path, tmp_path: Path) -> PeftModel:
+    folder = tmp_path / "adapter"
+    zipfile.ZipFile(io.BytesIO(zip_bytes)).extractall(folder)
+    assert {"adapter_config.json", "adapter_model.safetensors", "spec.yaml", "README.md"} <= {
+        p.name for p in folder.iterdir()}
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    return PeftModel.from_pretrained(base, folder), folder
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_run_trains_streams_and_downloads(
+    method: str, live_studio: LiveStudio, studio_objects: dict, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    http = live_studio.http
+    created = http.post("/api/runs", json=_spec(studio_objects["dataset_id"], studio_objects["model"], method, 30))
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    recorder = SseRecorder(f"{live_studio.url}/api/runs/{run_id}/events")
+    run = live_studio.wait_for(run_id, {"succeeded", "failed", "cancelled"})
+    assert run["status"] == "succeeded", run
+    recorder.thread.join(timeout=30)
+    steps = [step for step, _ in recorder.points]
+    assert steps == sorted(steps) and len(set(steps)) >= 20, steps
+    assert any(status == "running" for _, status in recorder.points), "no point arrived while the run was running"
+    assert recorder.statuses[-1] == "succeeded"
+    assert run["versions"].get("peft") and run["device"] and run["spec"]["method"] == method
+    losses = [p["values"]["loss"] for p in http.get(f"/api/runs/{run_id}/metrics").json() if "loss" in p["values"]]
+    assert losses[-1] < losses[0], losses
+
+    download = http.get(f"/api/runs/{run_id}/adapter")
+    assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+    model, folder = _load_adapter(download.content, tiny_model_dir, tmp_path)
+    weights = load_file(folder / "adapter_model.safetensors")
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and all(torch.count_nonzero(t) > 0 for t in lora_b), "LoRA B is still at its zero initialisation"
+    assert any("lora" in n for n, _ in model.named_parameters())
+
+
+def test_redelivered_task_trains_once(live_studio: LiveStudio, studio_objects: dict, settings) -> None:
+    from app.queue import TaskSender
+
+    http = live_studio.http
+    run_id = http.post("/api/runs", json=_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 8)).json()["id"]
+    TaskSender(settings)("runs.execute", {"run_id": run_id})  # the same message again, as a redelivery would
+    run = live_studio.wait_for(run_id, {"succeeded", "failed"})
+    assert run["status"] == "succeeded" and run["attempts"] == 1
+    time.sleep(3)  # give the duplicate time to be consumed (and skipped)
+    points = http.get(f"/api/runs/{run_id}/metrics").json()
+    steps = [p["step"] for p in points if "loss" in p["values"]]
+    assert steps == sorted(set(steps)) and len(steps) == 8, steps
+    assert http.get(f"/api/runs/{run_id}").json()["attempts"] == 1
+    assert "was not queued" in live_studio.worker_log.read_text()
+
+
+def test_cancel_running_run_keeps_partial_adapter(live_studio: LiveStudio, studio_objects: dict) -> None:
+    http = live_studio.http
+    run_id = http.post("/api/runs", json=_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 5000)).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and http.get(f"/api/runs/{run_id}").json()["current_step"] < 3:
+        time.sleep(0.3)
+    cancelled_at = time.monotonic()
+    assert http.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    run = live_studio.wait_for(run_id, {"cancelled", "failed", "succeeded"}, timeout=60)
+    assert run["status"] == "cancelled", run
+    assert time.monotonic() - cancelled_at < 30
+    assert 3 <= run["current_step"] < 5000
+    download = http.get(f"/api/runs/{run_id}/adapter")
+    assert download.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()
+    assert "adapter_model.safetensors" in names
+    again = http.post(f"/api/runs/{run_id}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "run_finished"
