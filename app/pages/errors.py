@@ -1,0 +1,55 @@
+"""HTML error pages for page routes; paths under /api are handed to the JSON handlers unchanged."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from app.api import errors as api_errors
+from app.core.errors import StudioError
+from app.pages.templating import render
+
+TITLES = {404: "Not found", 405: "Not allowed", 409: "Conflict", 413: "Too large", 422: "Invalid request"}
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path == "/api" or request.url.path.startswith("/api/")
+
+
+def error_page(request: Request, status: int, message: str, code: str | None = None) -> Response:
+    """The friendly error page: what happened and a way back."""
+    context = {"status": status, "title": TITLES.get(status, "Something went wrong"), "message": message,
+               "code": code}
+    return render(request, "error.html", context, status_code=status)
+
+
+async def studio_error(request: Request, exc: StudioError) -> Response:
+    """A service error (a missing run, dataset…) as a page."""
+    if _is_api(request):
+        return await api_errors.studio_error(request, exc)
+    return error_page(request, api_errors.STATUS[exc.kind], exc.message, exc.code)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """A malformed path or query (/runs/abc) as a page."""
+    if _is_api(request):
+        return await api_errors.validation_error(request, exc)
+    # A path that does not parse names nothing that exists: for a person that is a 404.
+    return error_page(request, 404, "This address does not name anything in the studio.")
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own errors (unknown path, wrong method) as a page."""
+    if _is_api(request):
+        return await api_errors.http_error(request, exc)
+    message = "There is no page at this address." if exc.status_code == 404 else str(exc.detail)
+    return error_page(request, exc.status_code, message)
+
+
+def install(app: FastAPI) -> None:
+    """Replace the JSON handlers with ones that pick HTML or JSON by path."""
+    app.add_exception_handler(StudioError, studio_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)

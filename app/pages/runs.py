@@ -1,0 +1,70 @@
+"""Runs: the list (with its auto-refreshing table), one run's live page, and cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.orm import Session
+
+from app.core.errors import StudioError
+from app.core.models import BaseModelEntry, Dataset, Run, RunStatus
+from app.core.repositories import runs as runs_repo
+from app.core.services import runs as run_service
+from app.deps import RunDep, SessionDep
+from app.pages.catalog_names import catalog_names
+from app.pages.templating import render
+
+router = APIRouter()
+STATUSES = [s.value for s in RunStatus]
+
+
+def _table_context(session: Session, status: str | None) -> dict[str, Any]:
+    status = status if status in STATUSES else None
+    return {"runs": runs_repo.list_recent(session, status), "names": catalog_names(session), "status": status,
+            "statuses": STATUSES}
+
+
+@router.get("/")
+def runs_page(request: Request, session: SessionDep, status: str | None = None) -> HTMLResponse:
+    """Every run, newest first, optionally of one status."""
+    return render(request, "runs/list.html", {"nav": "runs", **_table_context(session, status)})
+
+
+@router.get("/runs/table")
+def runs_table(request: Request, session: SessionDep, status: str | None = None) -> HTMLResponse:
+    """The runs table alone, polled by htmx to keep the list current."""
+    return render(request, "runs/_table.html", _table_context(session, status))
+
+
+def _run_context(session: Session, run: Run) -> dict[str, Any]:
+    return {"run": run, "model": session.get(BaseModelEntry, run.base_model_id),
+            "dataset": session.get(Dataset, run.dataset_id), "finished": run.run_status.finished,
+            "has_adapter": bool(runs_repo.artifacts(session, run.id)),
+            "spec_yaml": yaml.safe_dump(run.spec, sort_keys=False)}
+
+
+@router.get("/runs/{run_id}")
+def run_page(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse:
+    """One run: facts, spec, live loss chart and progress."""
+    return render(request, "runs/detail.html", {"nav": "runs", **_run_context(session, run)})
+
+
+@router.get("/runs/{run_id}/summary")
+def run_summary(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse:
+    """The run's status, outcome and actions alone, fetched again when the live stream reports the end."""
+    return render(request, "runs/_summary.html", _run_context(session, run))
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel(run: RunDep, session: SessionDep) -> RedirectResponse:
+    """Cancel or ask to stop, then back to the run (which shows the outcome)."""
+    try:
+        run_service.cancel_run(session, run)
+    except StudioError as exc:
+        if exc.code != "run_finished":
+            raise
+        # It ended while the button was on screen: its page already tells how.
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)
