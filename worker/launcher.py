@@ -93,7 +93,7 @@ class Launcher:
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_S
-                if cancel_sent_at is None and self._cancel_requested():
+                if cancel_sent_at is None and self._beat_and_check_cancel():
                     cancel_sent_at = now
                     _signal(proc, signal.SIGTERM)
             if cancel_sent_at and now - cancel_sent_at > self.res.settings.cancel_grace_s:
@@ -120,13 +120,19 @@ class Launcher:
 
     def _store_metrics(self, metrics: list[tuple[int, dict[str, Any]]]) -> None:
         """Write points (committed first, so SSE history never misses a published point), then publish."""
+        if not metrics:
+            return
         with session_scope(self.res.session_factory) as session:
-            rows = run_service.record_metrics(session, self.run_id, metrics) if metrics else []
-            if not rows:
-                runs_repo.touch(session, self.run_id)  # heartbeat
+            rows = run_service.record_metrics(session, self.run_id, metrics)
             payloads = [events.metric_payload(row) for row in rows]
         for payload in payloads:
             self._publish(payload)
+
+    def _beat_and_check_cancel(self) -> bool:
+        """Record that this run is alive; True if someone asked to cancel it."""
+        with session_scope(self.res.session_factory) as session:
+            runs_repo.touch(session, self.run_id)
+        return self._cancel_requested()
 
     def _cancel_requested(self) -> bool:
         with session_scope(self.res.session_factory) as session:
