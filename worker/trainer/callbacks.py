@@ -1,0 +1,63 @@
+"""Trainer callbacks: metrics to the sink, and a cooperative stop at step boundaries."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from worker.trainer.events import MetricSink
+
+# Names in the Trainer's logs → names in our metric events.
+_RENAMES = {"loss": "loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm", "eval_loss": "eval_loss",
+            "epoch": "epoch"}
+
+
+def memory_mb() -> float:
+    """Peak memory: CUDA max allocated on a GPU, else the process's peak RSS."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class MetricsCallback(TrainerCallback):
+    """Emits "started", then turns each Trainer log (train or eval) into one metric event, with throughput and memory."""
+
+    def __init__(self, sink: MetricSink, started: dict[str, Any] | None = None) -> None:
+        self.sink = sink
+        self.started_info = started or {}
+        self.started = time.monotonic()
+        self.last: dict[str, float] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Emitted here because only now does the Trainer know the total number of steps.
+        self.sink.event("started", **self.started_info, total_steps=int(state.max_steps))
+        self.started = time.monotonic()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        values = {ours: float(logs[theirs]) for theirs, ours in _RENAMES.items() if logs and theirs in logs}
+        if not values.keys() - {"epoch"}:
+            return  # the end-of-training summary and the like carry nothing new
+        elapsed = time.monotonic() - self.started
+        tokens = int(state.num_input_tokens_seen)
+        values |= {"tokens_seen": tokens, "elapsed_s": round(elapsed, 3), "memory_mb": round(memory_mb(), 1),
+                   "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else 0.0}
+        self.last |= values
+        self.sink.log(int(state.global_step), values)
+
+
+class StopCallback(TrainerCallback):
+    """Polls `should_stop` at each step end and asks the Trainer to stop cleanly there."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self.should_stop = should_stop
+        self.stopped = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.should_stop():
+            self.stopped = True
+            control.should_training_stop = True

@@ -1,0 +1,102 @@
+"""train(spec, out_dir, sink, should_stop): one run with transformers.Trainer, reporting through a MetricSink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.trainer.artifacts import library_versions, save_adapter
+from worker.trainer.callbacks import MetricsCallback, StopCallback
+from worker.trainer.data import PaddingCollator, build_datasets
+from worker.trainer.events import MetricSink
+from worker.trainer.model import load_model, load_tokenizer, optimizer_name, pick_device, supports_bf16
+from worker.trainer.spec import RunSpec
+
+
+@dataclass
+class RunResult:
+    """How a run ended and where its adapter is."""
+
+    status: str  # "succeeded" | "cancelled"
+    adapter_dir: Path
+    train_loss: float | None
+    eval_loss: float | None
+    steps: int
+    tokens_seen: int
+
+
+def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool) -> Any:
+    """TrainingArguments from the spec's training section (checkpoints under out_dir/checkpoints)."""
+    from transformers import TrainingArguments
+
+    t = spec.training
+    eval_strategy = ("steps" if t.eval_steps else "epoch") if has_eval else "no"
+    return TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"), optim=optimizer_name(spec, device),
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_batch_size, per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
+        gradient_checkpointing=t.gradient_checkpointing, logging_steps=t.logging_steps,
+        eval_strategy=eval_strategy, eval_steps=t.eval_steps,
+        save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
+        seed=t.seed, data_seed=t.seed, use_cpu=device == "cpu",
+        bf16=device == "cuda" and supports_bf16(device), report_to="none", disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+    )
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts (4-bit weights count as stored elements × 2)."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() * (2 if p.dtype.itemsize == 1 and not p.is_floating_point() else 1)
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def _last_eval_step(trainer: Any) -> int | None:
+    steps = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
+    return steps[-1] if steps else None
+
+
+def _final(trainer: Any, metrics: MetricsCallback) -> dict[str, Any]:
+    """The last logged train and eval losses, steps and tokens."""
+    return {"train_loss": metrics.last.get("loss"), "eval_loss": metrics.last.get("eval_loss"),
+            "steps": int(trainer.state.global_step), "tokens_seen": int(trainer.state.num_input_tokens_seen)}
+
+
+def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[[], bool] = lambda: False) -> RunResult:
+    """Fine-tune spec.model with LoRA/QLoRA on spec.data, save the adapter into out_dir/adapter, and report."""
+    from transformers import PrinterCallback, Trainer, set_seed
+
+    out_dir, device = Path(out_dir), pick_device()
+    set_seed(spec.training.seed)
+    optimizer_name(spec, device)  # fail on a device/optimizer mismatch before loading anything
+    sink.event("log", message=f"loading tokenizer of {spec.model.base_model}")
+    tokenizer = load_tokenizer(spec)
+    train_set, eval_set = build_datasets(spec, tokenizer, sink)
+    sink.event("log", message=f"loading model ({spec.method}) on {device}")
+    model = load_model(spec, device, vocab_size=len(tokenizer))
+    trainable, total = parameter_counts(model)
+    metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(),
+                                             "trainable_params": trainable, "total_params": total})
+    stop = StopCallback(should_stop)
+    trainer = Trainer(
+        model=model, args=training_arguments(spec, out_dir, device, bool(eval_set)), train_dataset=train_set,
+        eval_dataset=eval_set or None, data_collator=PaddingCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer, callbacks=[metrics, stop],
+    )
+    # With tqdm off the Trainer prints every log dict to stdout; our metrics already go to the sink.
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    if eval_set and not stop.stopped and _last_eval_step(trainer) != trainer.state.global_step:
+        trainer.evaluate()  # the final eval loss belongs to the final weights
+    final = _final(trainer, metrics)
+    adapter_dir = save_adapter(model, tokenizer, spec, out_dir, final)
+    status = "cancelled" if stop.stopped else "succeeded"
+    sink.event("finished", status=status, final=final)
+    return RunResult(status=status, adapter_dir=adapter_dir, **final)

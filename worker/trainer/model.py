@@ -1,0 +1,140 @@
+"""Small pure factories from a RunSpec to library objects: quantisation, LoRA config, tokenizer, model, optimizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from worker.trainer.errors import TrainerError
+from worker.trainer.spec import RunSpec
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_CUDA_ONLY_OPTIMIZERS = {"paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit"}
+
+
+def pick_device() -> str:
+    """CUDA when there is a GPU, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def supports_bf16(device: str) -> bool:
+    """Whether bfloat16 matmuls are native here (Ampere+ GPUs, CPUs with AVX512-BF16/AMX)."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    bf16_supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(mkldnn and mkldnn.is_available() and bf16_supported and bf16_supported())
+
+
+def compute_dtype(spec: RunSpec, device: str) -> torch.dtype:
+    """The matmul dtype of the 4-bit layers: the spec's choice, or bfloat16 where supported for "auto"."""
+    choice = spec.quantization.compute_dtype
+    if choice == "auto":
+        return torch.bfloat16 if supports_bf16(device) else torch.float32
+    return _DTYPES[choice]
+
+
+def quantization_config(spec: RunSpec, device: str) -> Any:
+    """BitsAndBytesConfig for a 4-bit base (QLoRA)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.quantization.quant_type,
+        bnb_4bit_use_double_quant=spec.quantization.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(spec, device),
+    )
+
+
+def peft_config(spec: RunSpec) -> Any:
+    """LoraConfig for a causal LM from the spec's lora section."""
+    from peft import LoraConfig, TaskType
+
+    lora = spec.lora
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=lora.resolved_targets(), bias=lora.bias,
+    )
+
+
+def optimizer_name(spec: RunSpec, device: str) -> str:
+    """The transformers `optim` name: "auto" resolves per method and device; CUDA-only choices fail on CPU."""
+    choice = spec.training.optimizer
+    if choice == "auto":
+        return "paged_adamw_8bit" if spec.method == "qlora" and device == "cuda" else "adamw_torch"
+    if choice in _CUDA_ONLY_OPTIMIZERS and device != "cuda":
+        raise TrainerError(
+            "unsupported_on_device",
+            f"The optimizer {choice!r} needs a CUDA GPU but this run is on the {device}; "
+            "pick training.optimizer 'adamw_torch' (or 'auto').",
+        )
+    return choice
+
+
+def _source(spec: RunSpec) -> dict[str, Any]:
+    """from_pretrained keyword arguments naming where the weights come from."""
+    model = spec.model
+    kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
+    if model.revision:
+        kwargs["revision"] = model.revision
+    if model.gguf_file:
+        kwargs["gguf_file"] = model.gguf_file
+    return kwargs
+
+
+def load_tokenizer(spec: RunSpec) -> Any:
+    """The base model's tokenizer, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.model.base_model, **_source(spec))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def disable_cpu_weight_repacking(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes repacking 4-bit weights into its CPU inference layout; returns the layers changed.
+
+    On CPUs with AVX512-BF16, Linear4bit.forward in eval mode with an input that needs no grad rewrites
+    the weight into a packed layout for fast inference, and gradients through it are wrong from then on:
+    one evaluation or generation pass and QLoRA stops learning. Training must keep the plain layout.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def _base_model(spec: RunSpec, device: str) -> Any:
+    """The frozen base: 4-bit for QLoRA, else full precision (bfloat16 on capable GPUs)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = _source(spec)
+    if spec.method == "qlora":
+        kwargs["quantization_config"] = quantization_config(spec, device)
+        kwargs["device_map"] = {"": device}
+    else:
+        kwargs["dtype"] = torch.bfloat16 if device == "cuda" and supports_bf16(device) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(spec.model.base_model, **kwargs)
+    return model if spec.method == "qlora" else model.to(device)
+
+
+def load_model(spec: RunSpec, device: str, vocab_size: int | None = None) -> Any:
+    """The base model wrapped with fresh LoRA adapters (kept in fp32), ready for training on `device`."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    model = _base_model(spec, device)
+    if vocab_size and vocab_size > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(vocab_size)  # e.g. ChatML markers added to a template-less tokenizer
+    if spec.method == "qlora":
+        # Upcasts norms and embeddings to fp32 and enables input grads, as QLoRA training expects.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.training.gradient_checkpointing
+        )
+        disable_cpu_weight_repacking(model)
+    elif spec.training.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, peft_config(spec), autocast_adapter_dtype=True)
