@@ -54,7 +54,8 @@ class Section:
 
 def _humanise(name: str) -> str:
     words = name.replace("_", " ")
-    return {"lora": "LoRA", "r": "Rank (r)"}.get(name, words[:1].upper() + words[1:])
+    special = {"lora": "LoRA", "r": "Rank (r)", "gguf_file": "GGUF file", "dataset_id": "Dataset"}
+    return special.get(name, words[:1].upper() + words[1:])
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:

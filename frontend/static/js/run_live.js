@@ -25,7 +25,9 @@ function makePlot(data) {
   const opts = {
     width: chartEl.clientWidth, height: 320,
     scales: { x: { time: false } },
-    axes: [{ ...axis, label: "step" }, { ...axis, label: "loss" }],
+    // Steps are whole numbers: tick only on whole steps.
+    axes: [{ ...axis, label: "step", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] },
+           { ...axis, label: "loss" }],
     series: [
       { label: "step" },
       { label: "train loss", stroke: cssVar("--chart-loss"), width: 2, spanGaps: true },
@@ -84,7 +86,11 @@ async function refreshSummary() {
 
 function onStatus(event, source) {
   showProgress(event);
-  if (ENDED.has(event.status)) source.close();
+  if (ENDED.has(event.status)) {
+    source.close();
+    const empty = document.getElementById("chart-empty");
+    if (empty) empty.textContent = "No training step was logged.";
+  }
   if (event.status !== status) {
     status = event.status;
     chartEl.dataset.status = status;
