@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.errors import not_found
 from app.core.models import Dataset, Run
 from app.core.resources import Resources
-from app.core.errors import not_found
 from app.core.services import runs as run_service
 
 

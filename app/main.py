@@ -11,6 +11,7 @@ from app.api import datasets, events, health, models, runs
 from app.api import errors as api_errors
 from app.core import jobs
 from app.core.resources import Resources
+from app.pages import install as install_pages
 from app.queue import TaskSender
 from app.uploads import BodySizeLimit
 
@@ -32,12 +33,6 @@ def create_app(res: Resources | None = None) -> FastAPI:
 
 
 def _mount_pages(app: FastAPI) -> None:
-    """HTML pages and static assets, when the frontend folder is present."""
-    static = FRONTEND / "static"
-    if static.is_dir():
-        app.mount("/static", StaticFiles(directory=static), name="static")
-    try:
-        from app.pages import install as install_pages
-    except ImportError:
-        return
+    """HTML pages and their static assets."""
+    app.mount("/static", StaticFiles(directory=FRONTEND / "static"), name="static")
     install_pages(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -53,10 +54,10 @@ class BodySizeLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = (
-        '{"error": {"code": "upload_too_large", "message": "The upload is larger than the limit of %d MiB; '
-        'split the dataset or raise LORASTUDIO_MAX_UPLOAD_BYTES.", "field": "file", "line": null}}' % (limit >> 20)
-    ).encode()
+    message = (f"The upload is larger than the limit of {limit >> 20} MiB; split the dataset or raise "
+               "LORASTUDIO_MAX_UPLOAD_BYTES.")
+    error = {"code": "upload_too_large", "message": message, "field": "file", "line": None}
+    body = json.dumps({"error": error}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

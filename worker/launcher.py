@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -13,8 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from app.core import blobs, events
 from app.core.datasets import write_canonical_jsonl
+
+from app.core import blobs, events
 from app.core.db import session_scope
 from app.core.models import Artifact, BaseModelEntry, Dataset, Run, RunStatus
 from app.core.repositories import runs as runs_repo
@@ -183,10 +185,8 @@ class Launcher:
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
     """Signal the trainer's whole process group (it may have children, e.g. data workers)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -7,9 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.core.errors import StudioError
-
-STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503, "too_large": 413}
+from app.core.errors import HTTP_STATUS, StudioError
 
 
 def _field(loc: tuple) -> str:
@@ -19,7 +17,7 @@ def _field(loc: tuple) -> str:
 
 async def studio_error(request: Request, exc: StudioError) -> JSONResponse:
     """A service error, mapped to its status."""
-    return JSONResponse({"error": exc.to_dict()}, status_code=STATUS[exc.kind])
+    return JSONResponse({"error": exc.to_dict()}, status_code=HTTP_STATUS[exc.kind])
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

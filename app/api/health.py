@@ -24,7 +24,8 @@ async def readyz(res: ResourcesDep) -> JSONResponse:
     """Database reachable and migrated, Redis reachable."""
     checks = {"database": await run_in_threadpool(_database_ok, res), "redis": await run_in_threadpool(_redis_ok, res)}
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 def _database_ok(res) -> str:  # noqa: ANN001

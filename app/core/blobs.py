@@ -28,8 +28,8 @@ def put_stream(session: Session, chunks: Iterable[bytes], media_type: str) -> Bl
     blob = Blob(sha256=f"pending-{uuid.uuid4().hex}"[:64], size=0, media_type=media_type)
     session.add(blob)
     session.flush()
-    digest, size, seq = hashlib.sha256(), 0, 0
-    for data in _rechunk(chunks):
+    digest, size = hashlib.sha256(), 0
+    for seq, data in enumerate(_rechunk(chunks)):
         digest.update(data)
         size += len(data)
         chunk = BlobChunk(blob_id=blob.id, seq=seq, data=data)
@@ -37,7 +37,6 @@ def put_stream(session: Session, chunks: Iterable[bytes], media_type: str) -> Bl
         session.flush()
         # A written chunk need not stay in the identity map: memory stays at one chunk.
         session.expunge(chunk)
-        seq += 1
     return _finalise(session, blob, digest.hexdigest(), size)
 
 

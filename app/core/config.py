@@ -19,7 +19,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LORASTUDIO_", extra="ignore")
 
     data_dir: Path = Field(default_factory=_default_data_dir, description="Work folders, models, SQLite file.")
-    database_url: str = Field("", validation_alias="DATABASE_URL", description="SQLAlchemy URL; empty: SQLite in data_dir.")
+    database_url: str = Field(
+        "", validation_alias="DATABASE_URL", description="SQLAlchemy URL; empty: SQLite in data_dir."
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL", description="Broker and pub/sub.")
     queue: str = Field("training", description="Celery queue the training tasks go to.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset upload.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "too_large"]
+HTTP_STATUS: dict[str, int] = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503, "too_large": 413}
 
 
 class StudioError(Exception):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app.api.errors import STATUS
+from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
 from app.core.repositories import catalog
 from app.core.services import datasets as dataset_service

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from app.api.errors import STATUS
+from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
 from app.core.repositories import catalog
 from app.core.services import runs as run_service

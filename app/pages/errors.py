@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.api import errors as api_errors
-from app.core.errors import StudioError
+from app.core.errors import HTTP_STATUS, StudioError
 from app.pages.templating import render
 
 TITLES = {404: "Not found", 405: "Not allowed", 409: "Conflict", 413: "Too large", 422: "Invalid request"}
@@ -29,7 +29,7 @@ async def studio_error(request: Request, exc: StudioError) -> Response:
     """A service error (a missing run, dataset…) as a page."""
     if _is_api(request):
         return await api_errors.studio_error(request, exc)
-    return error_page(request, api_errors.STATUS[exc.kind], exc.message, exc.code)
+    return error_page(request, HTTP_STATUS[exc.kind], exc.message, exc.code)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -115,7 +115,8 @@ def test_redelivered_task_trains_once(live_studio: LiveStudio, studio_objects: d
     from app.queue import TaskSender
 
     http = live_studio.http
-    run_id = http.post("/api/runs", json=_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 8)).json()["id"]
+    spec = _spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 8)
+    run_id = http.post("/api/runs", json=spec).json()["id"]
     TaskSender(settings)("runs.execute", {"run_id": run_id})  # the same message again, as a redelivery would
     run = live_studio.wait_for(run_id, {"succeeded", "failed"})
     assert run["status"] == "succeeded" and run["attempts"] == 1
@@ -129,7 +130,8 @@ def test_redelivered_task_trains_once(live_studio: LiveStudio, studio_objects: d
 
 def test_cancel_running_run_keeps_partial_adapter(live_studio: LiveStudio, studio_objects: dict) -> None:
     http = live_studio.http
-    run_id = http.post("/api/runs", json=_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 5000)).json()["id"]
+    spec = _spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 5000)
+    run_id = http.post("/api/runs", json=spec).json()["id"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and http.get(f"/api/runs/{run_id}").json()["current_step"] < 3:
         time.sleep(0.3)

@@ -46,7 +46,9 @@ class DataSpec(_Section):
         description="Local JSONL file in the studio's canonical form (set by the worker; the CLI fills it "
         "from a file of any supported format).",
     )
-    max_seq_length: int = Field(1024, ge=8, le=131072, description="Longest tokenised example; longer ones are truncated.")
+    max_seq_length: int = Field(
+        1024, ge=8, le=131072, description="Longest tokenised example; longer ones are truncated."
+    )
     eval_fraction: float = Field(
         0.0, ge=0.0, lt=0.5, description="Share of examples held out for evaluation (0 disables evaluation)."
     )
@@ -117,14 +119,18 @@ class TrainingSpec(_Section):
     )
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    num_epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training set (ignored if max_steps > 0).")
+    num_epochs: float = Field(
+        1.0, gt=0, le=1000, description="Passes over the training set (ignored if max_steps > 0)."
+    )
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimiser steps; -1 uses num_epochs.")
     per_device_batch_size: int = Field(4, ge=1, le=4096, description="Examples per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Forward passes per optimiser step.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping (0 disables).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (~30% slower).")
     logging_steps: int = Field(1, ge=1, description="Report train metrics every N steps.")
-    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: once per epoch).")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N steps (default: once per epoch)."
+    )
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: at the end only).")
     seed: int = Field(42, description="Seed for data order, LoRA initialisation and dropout.")
 
