@@ -1,0 +1,74 @@
+"""python -m worker.trainer SPEC --out DIR: run one training job; stdout carries only JSON event lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import TextIO
+
+from worker.trainer.errors import TrainerError
+from worker.trainer.events import JsonLinesSink
+from worker.trainer.spec import RunSpec
+
+
+def claim_stdout() -> TextIO:
+    """The real stdout as a private event stream; fd 1 and sys.stdout then point at stderr.
+
+    Libraries print (progress bars, warnings, C extensions writing to fd 1); none of it may land
+    between our JSON lines, which the launcher parses one by one.
+    """
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events
+
+
+def load_spec(path: Path) -> RunSpec:
+    """A RunSpec from a .json or .yaml file."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        return RunSpec.model_validate(json.loads(text))
+    return RunSpec.from_yaml(text)
+
+
+def _error_fields(exc: BaseException) -> dict[str, str]:
+    """Code, actionable message and traceback tail of a failure."""
+    tail = "".join(traceback.format_exception(exc))[-4000:]
+    if isinstance(exc, TrainerError):
+        return {"code": exc.code, "message": exc.message, "traceback": tail}
+    if exc.__class__.__name__ == "ValidationError":
+        return {"code": "invalid_spec", "message": f"The run spec is not valid: {exc}", "traceback": tail}
+    message = f"{type(exc).__name__}: {exc}. The trainer's log (stderr) has the details."
+    return {"code": "internal_error", "message": message, "traceback": tail}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the spec; exit 0 when it succeeded or was cancelled cleanly, 1 after an "error" event."""
+    parser = argparse.ArgumentParser(prog="python -m worker.trainer", description=__doc__)
+    parser.add_argument("spec", type=Path, help="RunSpec as .json or .yaml")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (adapter/, checkpoints/)")
+    args = parser.parse_args(argv)
+    sink = JsonLinesSink(claim_stdout())
+    stop = threading.Event()
+    # SIGTERM (the launcher's cancel) and Ctrl-C become a clean stop at the next step boundary.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        from worker.trainer.loop import train  # heavy imports after the stream is safe
+
+        train(load_spec(args.spec), args.out, sink, stop.is_set)
+    except Exception as exc:
+        sink.event("error", **_error_fields(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
