@@ -39,7 +39,7 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
         weight_decay=t.weight_decay, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_batch_size, per_device_eval_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
-        gradient_checkpointing=t.gradient_checkpointing, logging_steps=t.logging_steps,
+        activation_checkpointing=t.gradient_checkpointing, logging_steps=t.logging_steps,
         eval_strategy=eval_strategy, eval_steps=t.eval_steps,
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
         seed=t.seed, data_seed=t.seed, use_cpu=device == "cpu",
