@@ -33,9 +33,10 @@ def model_card(spec: RunSpec, final: dict[str, Any], versions: dict[str, str]) -
     """A short README for the adapter: base, data, method, final losses, versions."""
     data = spec.data.path or ""
     sha = file_sha256(data) if data and Path(data).is_file() else "unknown"
+    gguf = f" (GGUF `{spec.model.gguf_file}`)" if spec.model.gguf_file else ""
     lines = [
         f"# {spec.name or 'LoRA adapter'}", "",
-        f"- Base model: `{spec.model.base_model}`" + (f" (GGUF `{spec.model.gguf_file}`)" if spec.model.gguf_file else ""),
+        f"- Base model: `{spec.model.base_model}`{gguf}",
         f"- Dataset: `{data}` (sha256 `{sha}`)",
         f"- Method: {spec.method}, r={spec.lora.r}, alpha={spec.lora.alpha}, targets={spec.lora.resolved_targets()}",
         f"- Final train loss: {final.get('train_loss')}, eval loss: {final.get('eval_loss')}, "

@@ -25,7 +25,7 @@ def memory_mb() -> float:
 
 
 class MetricsCallback(TrainerCallback):
-    """Emits "started", then turns each Trainer log (train or eval) into one metric event, with throughput and memory."""
+    """Emits "started", then one metric event per Trainer log (train or eval), with throughput and memory."""
 
     def __init__(self, sink: MetricSink, started: dict[str, Any] | None = None) -> None:
         self.sink = sink
