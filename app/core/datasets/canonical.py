@@ -7,7 +7,7 @@ from typing import Any
 
 from app.core.datasets.checks import array, optional_text, require, text, type_name, wrong_type
 from app.core.datasets.conversations import messages_row, sharegpt_row
-from app.core.datasets.formats import Format
+from app.core.datasets.formats import REQUIRED_KEYS, Format
 from app.core.datasets.problems import DatasetProblem
 
 
@@ -24,6 +24,15 @@ def as_object(row: Any, line: int) -> dict[str, Any]:
 
 def canonical_row(row: dict[str, Any], format: Format, line: int) -> dict[str, Any]:
     """Check one row against its format and return its canonical form."""
+    missing = [key for key in REQUIRED_KEYS[format] if key not in row]
+    if missing:
+        needs = " and ".join(f'"{key}"' for key in REQUIRED_KEYS[format])
+        raise DatasetProblem(
+            "missing_field",
+            f'Line {line}: "{missing[0]}" is missing; {format} rows need {needs}.',
+            line=line,
+            field=missing[0],
+        )
     return CONVERTERS[format](row, line)
 
 

@@ -33,7 +33,9 @@ def wrong_type(value: Any, expected: str, field: str, line: int) -> DatasetProbl
 def require(row: dict[str, Any], key: str, field: str, line: int) -> Any:
     """The value under `key`, or missing_field."""
     if key not in row:
-        raise DatasetProblem("missing_field", f"Line {line}: {field} is missing.", line=line, field=field)
+        raise DatasetProblem(
+            "missing_field", f"Line {line}: {field} is missing; add it to this row.", line=line, field=field
+        )
     return row[key]
 
 

@@ -37,9 +37,9 @@ def sniff_file_type(path: Path, filename: str) -> FileType:
         head = file.read(HEAD_BYTES)
         if not head:
             raise DatasetProblem("empty_file", "The file is empty; upload a file with at least one row.", line=None)
-        _reject_binary(head, extension)
         if head.startswith(b"PAR1"):
             return "parquet"
+        _reject_binary(head, extension)
         if extension == ".parquet":
             raise DatasetProblem("corrupt_parquet", "The file is named .parquet but does not start with PAR1.")
         first = _first_significant_byte(file, head.removeprefix(UTF8_BOM))

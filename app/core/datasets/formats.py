@@ -64,18 +64,17 @@ def first_format(row: dict[str, Any], line: int, file_type: FileType) -> Format:
 
 def _csv_format(found: Format | None, header: list[str]) -> Format:
     """A CSV's format from its header; conversations do not fit in CSV cells."""
-    missing = [key for key in REQUIRED_KEYS[found] if key not in header] if found else ["text"]
-    if found in ("messages", "sharegpt") or missing:
-        columns = ", ".join(f'"{name}"' for name in header[:10])
-        raise DatasetProblem(
-            "csv_missing_columns",
-            f"The CSV header has the columns {columns}; it needs the columns {CSV_ACCEPTED}. "
-            "Upload conversations as JSON Lines.",
-            line=1,
-            field=missing[0] if missing else None,
-        )
-    assert found is not None
-    return found
+    missing = [key for key in REQUIRED_KEYS[found] if key not in header] if found else []
+    if found and not missing and found not in ("messages", "sharegpt"):
+        return found
+    columns = ", ".join(f'"{name}"' for name in header[:10])
+    hint = " Upload conversations as JSON Lines or a JSON array." if found in ("messages", "sharegpt") else ""
+    raise DatasetProblem(
+        "csv_missing_columns",
+        f"The CSV header has the columns {columns}; it needs the columns {CSV_ACCEPTED}.{hint}",
+        line=1,
+        field=missing[0] if missing else None,
+    )
 
 
 def check_same_format(row: dict[str, Any], line: int, expected: Format) -> None:

@@ -103,6 +103,8 @@ class _Buffer:
                     raise _invalid(line, error.msg) from None
                 self._grow(start)
                 continue
+            if end - self.pos > self.limits.max_row_bytes:
+                raise self._too_large(start)
             self.advance(end)
             return start, value
 
@@ -110,13 +112,16 @@ class _Buffer:
         """Read as much again as the partial element holds, so re-parsing stays linear overall."""
         pending = len(self.text) - self.pos
         if pending > self.limits.max_row_bytes:
-            raise DatasetProblem(
-                "line_too_long",
-                f"The element starting on line {start} is larger than "
-                f"{self.limits.max_row_bytes // 2**20} MiB (or is not closed); each row must be smaller.",
-                line=start,
-            )
+            raise self._too_large(start)
         self.fill(max(CHUNK_BYTES, pending))
+
+    def _too_large(self, start: int) -> DatasetProblem:
+        return DatasetProblem(
+            "line_too_long",
+            f"The element starting on line {start} is larger than {self.limits.max_row_bytes // 2**20} MiB "
+            "(or is never closed); each row must be smaller.",
+            line=start,
+        )
 
     def close_array(self) -> None:
         """Consume the closing ] and insist that nothing but whitespace follows."""
