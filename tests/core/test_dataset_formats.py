@@ -216,18 +216,21 @@ def test_shared_dpo_dataset_is_refused_as_preference_data() -> None:
     assert (caught.value.code, caught.value.line, caught.value.field) == ("unsupported_format", 2, "chosen")
 
 
-def test_large_jsonl_is_inspected_with_bounded_memory(tmp_path: Path) -> None:
-    path = tmp_path / "big.jsonl"
-    row = json.dumps({"instruction": "Summarise this. " * 8, "input": "", "output": "A summary. " * 12}) + "\n"
+@pytest.mark.parametrize("file_type", ["jsonl", "json"])
+def test_large_file_is_inspected_with_bounded_memory(tmp_path: Path, file_type: str) -> None:
+    path = tmp_path / f"big.{file_type}"
+    row = json.dumps({"instruction": "Summarise this. " * 8, "input": "", "output": "A summary. " * 12})
     with path.open("w", encoding="utf-8") as file:
-        for _ in range(200_000):
-            file.write(row)
+        if file_type == "json":
+            file.write("[\n" + ",\n".join(row for _ in range(200_000)) + "\n]")
+        else:
+            file.writelines(row + "\n" for _ in range(200_000))
     size = path.stat().st_size
     assert size > 50 * 10**6
 
     tracemalloc.start()
     try:
-        inspected = inspect_dataset(path, "big.jsonl")
+        inspected = inspect_dataset(path, path.name)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
