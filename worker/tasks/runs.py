@@ -6,10 +6,10 @@ import logging
 import socket
 
 from app.core.db import session_scope
+from app.core.resources import resources
 from app.core.services import runs as run_service
 from worker.celery_app import celery_app
 from worker.launcher import Launcher
-from app.core.resources import resources
 
 log = logging.getLogger(__name__)
 
