@@ -39,6 +39,7 @@ def up(
            "DATABASE_URL": settings.resolved_database_url}
     schema.upgrade(settings.resolved_database_url)
     stack = Stack()
+    _stop_on_signals()
     try:
         if not os.environ.get("REDIS_URL"):
             env["REDIS_URL"] = stack.start_redis(settings.data_dir, env)
@@ -84,6 +85,17 @@ def train(
 
     status = train_from_yaml(spec_file, out)
     raise typer.Exit(0 if status in ("succeeded", "cancelled") else 1)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C, SIGTERM (docker, systemd) and a closed terminal all stop the studio cleanly."""
+    import signal
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
 
 
 def _redact(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -66,3 +67,35 @@ def live_studio(settings: Settings) -> Iterator[LiveStudio]:
             yield LiveStudio(url=url, http=http, worker_log=worker_log)
     finally:
         stack.stop(grace_s=10)
+
+
+CHAT_ROWS = [
+    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                  {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+    for a in range(6) for b in range(4)
+]
+
+
+def run_spec(dataset_id: int, model: str, method: str, max_steps: int) -> dict:
+    """A small, fast spec for the tiny model."""
+    return {
+        "name": f"e2e-{method}", "method": method,
+        "model": {"base_model": model},
+        "data": {"dataset_id": dataset_id, "max_seq_length": 64},
+        "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "training": {"max_steps": max_steps, "learning_rate": 5e-3, "per_device_batch_size": 4,
+                     "logging_steps": 1, "warmup_ratio": 0.0, "lr_scheduler": "constant"},
+    }
+
+
+@pytest.fixture(scope="session")
+def studio_objects(live_studio: LiveStudio, tiny_model_dir: Path) -> dict:
+    """A registered tiny model and an uploaded chat dataset on the live studio."""
+    http = live_studio.http
+    model = http.post("/api/models", json={"name": f"tiny-{time.time_ns()}", "ref": str(tiny_model_dir)})
+    assert model.status_code == 201, model.text
+    body = "\n".join(json.dumps(r) for r in CHAT_ROWS).encode()
+    dataset = http.post("/api/datasets", files={"file": ("chat.jsonl", body)}, data={"name": "chat"})
+    assert dataset.status_code == 201, dataset.text
+    assert dataset.json()["format"] == "messages"
+    return {"model": model.json()["name"], "dataset_id": dataset.json()["id"]}

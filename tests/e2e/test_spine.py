@@ -16,40 +16,9 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from tests.e2e.conftest import LiveStudio
+from tests.e2e.conftest import LiveStudio, run_spec
 
 pytestmark = pytest.mark.e2e
-
-CHAT_ROWS = [
-    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
-                  {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
-    for a in range(6) for b in range(4)
-]
-
-
-def _spec(dataset_id: int, model: str, method: str, max_steps: int) -> dict:
-    return {
-        "name": f"e2e-{method}", "method": method,
-        "model": {"base_model": model},
-        "data": {"dataset_id": dataset_id, "max_seq_length": 64},
-        "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
-        "training": {"max_steps": max_steps, "learning_rate": 5e-3, "per_device_batch_size": 4,
-                     "logging_steps": 1, "warmup_ratio": 0.0, "lr_scheduler": "constant"},
-    }
-
-
-@pytest.fixture(scope="module")
-def studio_objects(live_studio: LiveStudio, tiny_model_dir: Path) -> dict:
-    """A registered tiny model and an uploaded chat dataset on the live studio."""
-    http = live_studio.http
-    model = http.post("/api/models", json={"name": f"tiny-{time.time_ns()}", "ref": str(tiny_model_dir)})
-    assert model.status_code == 201, model.text
-    body = "\n".join(json.dumps(r) for r in CHAT_ROWS).encode()
-    dataset = http.post("/api/datasets", files={"file": ("chat.jsonl", body)}, data={"name": "chat"})
-    assert dataset.status_code == 201, dataset.text
-    assert dataset.json()["format"] == "messages"
-    return {"model": model.json()["name"], "dataset_id": dataset.json()["id"]}
-
 
 class SseRecorder:
     """Reads a run's SSE stream on a thread, noting each metric step and the status seen when it arrived."""
@@ -87,7 +56,7 @@ def test_run_trains_streams_and_downloads(
     method: str, live_studio: LiveStudio, studio_objects: dict, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     http = live_studio.http
-    created = http.post("/api/runs", json=_spec(studio_objects["dataset_id"], studio_objects["model"], method, 30))
+    created = http.post("/api/runs", json=run_spec(studio_objects["dataset_id"], studio_objects["model"], method, 30))
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
     recorder = SseRecorder(f"{live_studio.url}/api/runs/{run_id}/events")
@@ -115,7 +84,7 @@ def test_redelivered_task_trains_once(live_studio: LiveStudio, studio_objects: d
     from app.queue import TaskSender
 
     http = live_studio.http
-    spec = _spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 8)
+    spec = run_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 8)
     run_id = http.post("/api/runs", json=spec).json()["id"]
     TaskSender(settings)("runs.execute", {"run_id": run_id})  # the same message again, as a redelivery would
     run = live_studio.wait_for(run_id, {"succeeded", "failed"})
@@ -130,7 +99,7 @@ def test_redelivered_task_trains_once(live_studio: LiveStudio, studio_objects: d
 
 def test_cancel_running_run_keeps_partial_adapter(live_studio: LiveStudio, studio_objects: dict) -> None:
     http = live_studio.http
-    spec = _spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 5000)
+    spec = run_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 5000)
     run_id = http.post("/api/runs", json=spec).json()["id"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and http.get(f"/api/runs/{run_id}").json()["current_step"] < 3:
