@@ -90,7 +90,7 @@ def main() -> None:
         print(f"wall time (POST → finished) {wall:.0f} s; training {last['elapsed_s']:.0f} s; "
               f"{last['tokens_seen']} tokens, {last['tokens_seen'] / last['elapsed_s']:.0f} tokens/s; "
               f"peak RSS {last.get('memory_mb', 0):.0f} MB")
-        print(f"loss: first {losses[0]:.3f}, final {losses[-1]:.3f} (final train_loss {run['final'].get('train_loss')})")
+        print(f"loss: first {losses[0]:.3f}, final {losses[-1]:.3f}")
         archive = http.get(f"/api/runs/{run['id']}/adapter").content
         adapter = Path(tmp) / "adapter"
         zipfile.ZipFile(io.BytesIO(archive)).extractall(adapter)

@@ -31,7 +31,7 @@ ensure_services() {
 
 run_tests() {
   ensure_services
-  "$VENV/bin/ruff" check app worker tests benchmarks
+  "$VENV/bin/ruff" check app worker tests benchmarks scripts
   "$VENV/bin/lint-imports"
   echo "== test suite on SQLite"
   LORASTUDIO_TEST_DB=sqlite "$VENV/bin/pytest" -q tests "$@"
