@@ -14,9 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from app.core.datasets import write_canonical_jsonl
-
 from app.core import blobs, events
+from app.core.datasets import write_canonical_jsonl
 from app.core.db import session_scope
 from app.core.models import Artifact, BaseModelEntry, Dataset, Run, RunStatus
 from app.core.repositories import runs as runs_repo
@@ -166,10 +165,25 @@ class Launcher:
 
     def _store_adapter(self, session) -> None:  # noqa: ANN001
         adapter_dir = self.workdir / "out" / "adapter"
+        self._describe_studio_inputs(session, adapter_dir)
         for path in sorted(p for p in adapter_dir.rglob("*") if p.is_file()):
             blob = blobs.put_file(session, path, "application/octet-stream")
             name = path.relative_to(adapter_dir).as_posix()
             session.add(Artifact(run_id=self.run_id, kind="adapter", name=name, blob_id=blob.id, size=blob.size))
+
+    def _describe_studio_inputs(self, session, adapter_dir: Path) -> None:  # noqa: ANN001
+        """The trainer saw worker-local paths; the download should name the studio's dataset and model instead."""
+        run = session.get(Run, self.run_id)
+        dataset, model = session.get(Dataset, run.dataset_id), session.get(BaseModelEntry, run.base_model_id)
+        (adapter_dir / "spec.yaml").write_text(RunSpec.model_validate(run.spec).to_yaml(), encoding="utf-8")
+        card = adapter_dir / "README.md"
+        card.write_text(card.read_text(encoding="utf-8") + "\n".join([
+            "## In LoRA Studio", "",
+            f"- Run {run.id} ({run.name}); `spec.yaml` is the spec as submitted to the studio.",
+            f"- Dataset {dataset.id} '{dataset.name}' ({dataset.filename}, {dataset.format}, {dataset.row_count} rows,"
+            f" sha256 `{dataset.sha256}` of the uploaded file)",
+            f"- Base model '{model.name}': `{model.ref}`", "",
+        ]), encoding="utf-8")
 
     def _publish_status(self) -> None:
         with session_scope(self.res.session_factory) as session:

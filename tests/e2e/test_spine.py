@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from tests.e2e.conftest import LiveStudio, run_spec
+from worker.trainer.spec import RunSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +78,11 @@ def test_run_trains_streams_and_downloads(
     weights = load_file(folder / "adapter_model.safetensors")
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and all(torch.count_nonzero(t) > 0 for t in lora_b), "LoRA B is still at its zero initialisation"
+    assert (folder / "tokenizer_config.json").is_file()
+    stored = RunSpec.from_yaml((folder / "spec.yaml").read_text())
+    assert stored.data.dataset_id == studio_objects["dataset_id"] and stored.model.base_model == studio_objects["model"]
+    dataset = http.get(f"/api/datasets/{studio_objects['dataset_id']}").json()
+    assert dataset["sha256"] in (folder / "README.md").read_text()
     assert any("lora" in n for n, _ in model.named_parameters())
 
 
