@@ -117,6 +117,9 @@ class Launcher:
                 self.finished_status, self.final = event.get("status"), event.get("final") or {}
             elif kind == "error":
                 self.error = event
+            elif kind == "log":
+                with session_scope(self.res.session_factory) as session:
+                    run_service.add_event(session, self.run_id, "log", str(event.get("message", "")))
         self._store_metrics(metrics)
 
     def _store_metrics(self, metrics: list[tuple[int, dict[str, Any]]]) -> None:

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from app.core import schema
+from app.core import schema, workers
 from app.deps import ResourcesDep
 
 router = APIRouter(tags=["health"])
@@ -17,6 +17,12 @@ router = APIRouter(tags=["health"])
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
+
+
+@router.get("/api/workers")
+def list_workers(res: ResourcesDep) -> list[dict]:
+    """Live training workers and their devices (CPU or GPU, memory)."""
+    return workers.live_workers(res.redis)
 
 
 @router.get("/readyz")

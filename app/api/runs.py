@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
 
-from app.api.schemas import MetricOut, RunOut
+from app.api.schemas import MetricOut, RunEventOut, RunOut
 from app.core.repositories import runs as runs_repo
 from app.core.services import runs as run_service
 from app.deps import ResourcesDep, RunDep, SessionDep
@@ -43,6 +43,12 @@ def cancel_run(run: RunDep, session: SessionDep) -> RunOut:
 def run_metrics(run: RunDep, session: SessionDep, after: int = 0) -> list[MetricOut]:
     """Stored metric points with seq above `after`."""
     return [MetricOut.model_validate(p) for p in runs_repo.metric_points(session, run.id, after)]
+
+
+@router.get("/{run_id}/timeline", response_model=list[RunEventOut])
+def run_timeline(run: RunDep, session: SessionDep) -> list[RunEventOut]:
+    """What happened to the run, oldest first."""
+    return [RunEventOut.model_validate(e) for e in runs_repo.timeline(session, run.id)]
 
 
 @router.get("/{run_id}/adapter", response_class=StreamingResponse)

@@ -73,6 +73,16 @@ class RunOut(_Out):
     error_code: str | None
     error_message: str | None
     error_traceback: str | None
+    error_advice: str | None
+
+
+class RunEventOut(_Out):
+    """One entry of a run's timeline."""
+
+    kind: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
 
 
 class MetricOut(_Out):

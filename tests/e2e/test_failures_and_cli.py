@@ -27,6 +27,9 @@ def test_trainer_error_fails_the_run_with_code_and_traceback(live_studio: LiveSt
     assert run["error_code"] == "unsupported_on_device", run
     assert "CUDA" in run["error_message"] and run["error_traceback"]
     assert run["finished_at"] and live_studio.http.get(f"/api/runs/{run_id}/adapter").status_code == 409
+    assert "adamw_torch" in run["error_advice"] or "auto" in run["error_advice"]
+    kinds = [e["kind"] for e in live_studio.http.get(f"/api/runs/{run_id}/timeline").json()]
+    assert kinds[0] == "queued" and "started" in kinds and kinds[-1] == "failed", kinds
 
 
 def _cli(*args: str, server: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:

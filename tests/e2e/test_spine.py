@@ -68,6 +68,8 @@ def test_run_trains_streams_and_downloads(
     assert steps == sorted(steps) and len(set(steps)) >= 20, steps
     assert any(status == "running" for _, status in recorder.points), "no point arrived while the run was running"
     assert recorder.statuses[-1] == "succeeded"
+    kinds = [e["kind"] for e in http.get(f"/api/runs/{run_id}/timeline").json()]
+    assert kinds[:2] == ["queued", "started"] and "training" in kinds and kinds[-1] == "succeeded", kinds
     assert run["versions"].get("peft") and run["device"] and run["spec"]["method"] == method
     losses = [p["values"]["loss"] for p in http.get(f"/api/runs/{run_id}/metrics").json() if "loss" in p["values"]]
     assert losses[-1] < losses[0], losses
@@ -122,3 +124,10 @@ def test_cancel_running_run_keeps_partial_adapter(live_studio: LiveStudio, studi
     assert "adapter_model.safetensors" in names
     again = http.post(f"/api/runs/{run_id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "run_finished"
+
+
+def test_worker_announces_its_device(live_studio: LiveStudio) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (workers := live_studio.http.get("/api/workers").json()):
+        time.sleep(0.5)
+    assert workers and workers[0]["kind"] in ("cpu", "cuda") and workers[0]["memory_gb"] > 0, workers

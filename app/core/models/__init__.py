@@ -1,9 +1,14 @@
 """All ORM models, imported here so metadata is complete for Alembic and tests."""
 
+from app.core.models.analysis import DatasetAnalysis
 from app.core.models.base_model import BaseModelEntry
 from app.core.models.blob import Blob, BlobChunk
 from app.core.models.dataset import Dataset
 from app.core.models.metric import MetricPoint
 from app.core.models.run import Artifact, Run, RunStatus
+from app.core.models.run_event import RunEvent
 
-__all__ = ["Artifact", "BaseModelEntry", "Blob", "BlobChunk", "Dataset", "MetricPoint", "Run", "RunStatus"]
+__all__ = [
+    "Artifact", "BaseModelEntry", "Blob", "BlobChunk", "Dataset", "DatasetAnalysis", "MetricPoint", "Run",
+    "RunEvent", "RunStatus",
+]

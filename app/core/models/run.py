@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.advice import advice_for
 from app.core.db import Base, utcnow
 
 
@@ -57,6 +58,11 @@ class Run(Base):
     error_code: Mapped[str | None] = mapped_column(String(50), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     error_traceback: Mapped[str | None] = mapped_column(Text, default=None)
+
+    @property
+    def error_advice(self) -> str | None:
+        """What to do about this run's failure, if it failed."""
+        return advice_for(self.error_code) if self.error_code else None
 
     @property
     def run_status(self) -> RunStatus:

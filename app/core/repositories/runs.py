@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
-from app.core.models import Artifact, MetricPoint, Run, RunStatus
+from app.core.models import Artifact, MetricPoint, Run, RunEvent, RunStatus
 
 
 def get(session: Session, run_id: int) -> Run | None:
@@ -56,3 +56,8 @@ def artifacts(session: Session, run_id: int, kind: str = "adapter") -> Sequence[
     """A run's stored files of one kind, by name."""
     query = select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind).order_by(Artifact.name)
     return session.scalars(query).all()
+
+
+def timeline(session: Session, run_id: int) -> Sequence[RunEvent]:
+    """A run's events, oldest first."""
+    return session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)).all()

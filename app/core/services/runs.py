@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.core import jobs
+from app.core.advice import advice_for
 from app.core.db import utcnow
 from app.core.errors import StudioError, not_found
-from app.core.models import Dataset, MetricPoint, Run, RunStatus
+from app.core.models import Dataset, MetricPoint, Run, RunEvent, RunStatus
 from app.core.repositories import catalog
 from app.core.repositories import runs as runs_repo
 from worker.trainer.spec import RunSpec
@@ -34,8 +35,15 @@ def create_run(session: Session, spec: RunSpec) -> Run:
               spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id)
     session.add(run)
     session.flush()
+    add_event(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
     jobs.enqueue(session, EXECUTE_TASK, run_id=run.id)
     return run
+
+
+def add_event(session: Session, run_id: int, kind: str, message: str, **data: Any) -> None:
+    """Append to a run's timeline."""
+    session.add(RunEvent(run_id=run_id, kind=kind, message=message[:2000], data=data))
+    session.flush()
 
 
 def get_run(session: Session, run_id: int) -> Run:
@@ -51,9 +59,11 @@ def cancel_run(session: Session, run: Run) -> Run:
     now = utcnow()
     if runs_repo.transition(session, run.id, [RunStatus.queued], status=RunStatus.cancelled, finished_at=now,
                             cancel_requested=True):
+        add_event(session, run.id, "cancelled", "Cancelled before it started.")
         session.refresh(run)
         return run
     if runs_repo.transition(session, run.id, [RunStatus.running], cancel_requested=True):
+        add_event(session, run.id, "cancel_requested", "Cancel requested: stopping at the next step boundary.")
         session.refresh(run)
         return run
     session.refresh(run)
@@ -65,6 +75,8 @@ def claim_run(session: Session, run_id: int, worker: str) -> bool:
     now = utcnow()
     claimed = runs_repo.transition(session, run_id, [RunStatus.queued], status=RunStatus.running, started_at=now,
                                    heartbeat_at=now, worker=worker, attempts=Run.attempts + 1)
+    if claimed:
+        add_event(session, run_id, "started", f"Picked up by worker {worker}.")
     return claimed
 
 
@@ -73,12 +85,17 @@ def record_started(session: Session, run_id: int, event: dict[str, Any]) -> None
     runs_repo.touch(session, run_id, device=event.get("device"), versions=event.get("versions") or {},
                     total_steps=event.get("total_steps"), trainable_params=event.get("trainable_params"),
                     total_params=event.get("total_params"))
+    add_event(session, run_id, "training", f"Training on {event.get('device')}: {event.get('total_steps')} steps, "
+              f"{event.get('trainable_params')} trainable of {event.get('total_params')} parameters.")
 
 
 def record_metrics(session: Session, run_id: int, points: list[tuple[int, dict[str, Any]]]) -> list[MetricPoint]:
     """Store (seq, event) metric points and move the run's progress forward."""
     rows = [MetricPoint(run_id=run_id, seq=seq, step=int(ev["step"]), values=_values(ev)) for seq, ev in points]
     session.add_all(rows)
+    for row in rows:
+        if "eval_loss" in row.values:
+            add_event(session, run_id, "eval", f"Evaluated at step {row.step}: eval loss {row.values['eval_loss']}.")
     losses = [r.values["loss"] for r in rows if isinstance(r.values.get("loss"), int | float)]
     progress: dict[str, Any] = {"current_step": max(r.step for r in rows)} if rows else {}
     if losses:
@@ -96,9 +113,17 @@ def finish_run(session: Session, run_id: int, status: RunStatus, final: dict[str
                error: dict[str, Any] | None = None) -> None:
     """Move a running run to its end state with the trainer's final numbers or error."""
     error = error or {}
-    runs_repo.transition(session, run_id, [RunStatus.running], status=status, finished_at=utcnow(),
-                         final=final or {}, error_code=error.get("code"), error_message=error.get("message"),
-                         error_traceback=error.get("traceback"))
+    moved = runs_repo.transition(session, run_id, [RunStatus.running], status=status, finished_at=utcnow(),
+                                 final=final or {}, error_code=error.get("code"), error_message=error.get("message"),
+                                 error_traceback=error.get("traceback"))
+    if moved:
+        add_event(session, run_id, status.value, _end_message(status, final or {}, error), code=error.get("code"))
+
+
+def _end_message(status: RunStatus, final: dict[str, Any], error: dict[str, Any]) -> str:
+    if status == RunStatus.failed:
+        return f"Failed ({error.get('code')}): {error.get('message')} {advice_for(error.get('code'))}"
+    return f"{status.value.capitalize()} after {final.get('steps')} steps; final train loss {final.get('train_loss')}."
 
 
 def adapter_files(session: Session, run: Run) -> list[tuple[str, int]]:

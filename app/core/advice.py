@@ -1,0 +1,20 @@
+"""What a person can do about each failure code the trainer or the launcher reports."""
+
+from __future__ import annotations
+
+ADVICE: dict[str, str] = {
+    "unsupported_on_device": "Choose an option this worker's device supports (training.optimizer 'auto').",
+    "no_trainable_tokens": "Raise data.max_seq_length, or check that the examples have assistant turns / completions.",
+    "empty_dataset": "Upload a dataset with at least one example.",
+    "bad_dataset": "Re-upload the dataset; the studio validates every row on upload.",
+    "model_not_found": "Check the registered model's folder or hub id on the Models page.",
+    "prepare_failed": "The worker could not prepare the run's files; check the worker's disk space and database.",
+    "trainer_crashed": "Often out of memory: try QLoRA, a smaller batch, shorter sequences or gradient "
+    "checkpointing. The traceback tail shows the cause.",
+    "internal_error": "An unexpected error; the traceback tail shows where. Please report it with the run's spec.",
+}
+
+
+def advice_for(code: str | None) -> str:
+    """The advice for a failure code, or a general hint."""
+    return ADVICE.get(code or "", "See the error message and the traceback tail.")
