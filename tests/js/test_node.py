@@ -1,0 +1,20 @@
+"""Runs the chart modules' node unit tests (tests/js/*.test.mjs) as part of pytest."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_node_unit_tests_pass() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the chart modules' JS tests (tests/js/*.test.mjs) were not run")
+    files = sorted(str(p) for p in HERE.glob("*.test.mjs"))
+    result = subprocess.run([node, "--test", *files], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
