@@ -29,8 +29,16 @@ ensure_services() {
   fi
 }
 
+ensure_browser() {
+  # The browser tests drive Debian's Chromium; Playwright's own browser download is not reachable here.
+  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  fi
+}
+
 run_tests() {
   ensure_services
+  ensure_browser
   "$VENV/bin/ruff" check app worker tests benchmarks scripts
   "$VENV/bin/lint-imports"
   echo "== test suite on SQLite"

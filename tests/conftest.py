@@ -15,6 +15,8 @@ from app.core import schema
 from app.core.config import Settings
 from app.core.resources import Resources
 
+pytest_plugins = ["tests.support.studio"]
+
 PG_ADMIN_URL = os.environ.get("LORASTUDIO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LORASTUDIO_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

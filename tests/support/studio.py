@@ -1,4 +1,7 @@
-"""A live studio for end-to-end tests: uvicorn and a real Celery worker as child processes, driven over HTTP."""
+"""A live studio for end-to-end and browser tests: uvicorn and a real Celery worker as child processes.
+
+Registered as a pytest plugin by tests/conftest.py, so e2e and browser tests share one studio per session.
+"""
 
 from __future__ import annotations
 

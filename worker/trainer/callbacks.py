@@ -45,7 +45,9 @@ class MetricsCallback(TrainerCallback):
         elapsed = time.monotonic() - self.started
         tokens = int(state.num_input_tokens_seen)
         values |= {"tokens_seen": tokens, "elapsed_s": round(elapsed, 3), "memory_mb": round(memory_mb(), 1),
-                   "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else 0.0}
+                   "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else 0.0,
+                   # Wall clock of the report, so the log-to-browser latency can be measured end to end.
+                   "logged_at": round(time.time(), 3)}
         self.last |= values
         self.sink.log(int(state.global_step), values)
 
