@@ -1,69 +1,54 @@
-// Live view of one run: the loss chart and progress, fed by the run's server-sent events
-// (stored history first, then live points; the server closes the stream once the run has ended).
+// Live view of one run: its charts, progress and timeline, fed by the run's server-sent events
+// (stored history first, then live points; the server closes the stream once the run has ended,
+// and the browser's EventSource resumes with Last-Event-ID by itself after a dropped connection).
+
+import { ChartPanel } from "./charts/chart_panel.js";
+import { cssVar } from "./charts/colors.js";
 
 const ENDED = new Set(["succeeded", "failed", "cancelled"]);
-const chartEl = document.getElementById("loss-chart");
-const byStep = new Map(); // step -> {loss, evalLoss}; keyed so a replayed point never draws twice
-let plot = null;
+const DRAW_EVERY_MS = 250;
+const lossEl = document.getElementById("loss-chart");
+const points = new Map(); // seq -> point: a replayed point (after a reconnect) never draws twice
 let drawTimer = null;
-let status = chartEl.dataset.status;
+let timelineTimer = null;
+let status = lossEl.dataset.status;
 
-function cssVar(name) {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+function panels() {
+  const one = (key, label, color, extra = {}) => [{ source: "run", key, label, color, smooth: true, ...extra }];
+  const make = (id, series, height = 220) =>
+    new ChartPanel(document.getElementById(id), series, { sync: "run", height });
+  return [
+    make("loss-chart", [...one("loss", "train loss", cssVar("--chart-loss")),
+      ...one("eval_loss", "eval loss", cssVar("--chart-eval"), { smooth: false, dots: true })], 320),
+    make("lr-chart", one("learning_rate", "learning rate", cssVar("--chart-lr"))),
+    make("grad-norm-chart", one("grad_norm", "grad norm", cssVar("--chart-grad"))),
+    make("throughput-chart", one("tokens_per_second", "tokens/s", cssVar("--chart-speed"))),
+    make("memory-chart", one("memory_mb", "memory MB", cssVar("--chart-memory"))),
+  ];
 }
 
-function chartData() {
-  const steps = [...byStep.keys()].sort((a, b) => a - b);
-  const loss = steps.map((s) => byStep.get(s).loss ?? null);
-  const evalLoss = steps.map((s) => byStep.get(s).evalLoss ?? null);
-  return [steps, loss, evalLoss];
-}
-
-function makePlot(data) {
-  const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--chart-grid"), width: 1 },
-                 ticks: { stroke: cssVar("--chart-grid") } };
-  const opts = {
-    width: chartEl.clientWidth, height: 320,
-    scales: { x: { time: false } },
-    // Steps are whole numbers: tick only on whole steps.
-    axes: [{ ...axis, label: "step", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] },
-           { ...axis, label: "loss" }],
-    series: [
-      { label: "step" },
-      { label: "train loss", stroke: cssVar("--chart-loss"), width: 2, spanGaps: true },
-      // Eval points are sparse (every eval_steps): join them rather than leave dots.
-      { label: "eval loss", stroke: cssVar("--chart-eval"), width: 2, spanGaps: true,
-        points: { show: true, size: 6 } },
-    ],
-  };
-  return new uPlot(opts, data, chartEl);
-}
+const charts = panels();
 
 function draw() {
   drawTimer = null;
-  const data = chartData();
-  if (plot) plot.setData(data);
-  else plot = makePlot(data);
-  document.getElementById("chart-empty")?.remove();
-  chartEl.dataset.points = String(data[0].length);
+  const list = [...points.values()];
+  for (const chart of charts) chart.setSource("run", list);
 }
 
 function scheduleDraw() {
-  // History arrives as a burst of events: draw once per burst, not once per point.
-  drawTimer ??= setTimeout(draw, 50);
+  // History arrives as a burst of events: draw once per burst, and at most a few times a second live.
+  drawTimer ??= setTimeout(draw, DRAW_EVERY_MS);
 }
 
 function onMetric(point) {
-  if (typeof point.step !== "number") return;
-  const entry = byStep.get(point.step) ?? {};
-  if (typeof point.loss === "number") entry.loss = point.loss;
-  if (typeof point.eval_loss === "number") entry.evalLoss = point.eval_loss;
-  if (entry.loss === undefined && entry.evalLoss === undefined) return;
-  byStep.set(point.step, entry);
+  if (typeof point.step !== "number" || typeof point.seq !== "number") return;
+  points.set(point.seq, point);
   if (typeof point.loss === "number") {
     const last = document.getElementById("run-last-loss");
     if (last) last.textContent = point.loss.toFixed(4);
   }
+  // An evaluation adds a timeline entry; coalesce a burst of them into one fetch.
+  if (typeof point.eval_loss === "number") timelineTimer ??= setTimeout(refreshTimeline, 1000);
   scheduleDraw();
 }
 
@@ -78,31 +63,37 @@ function showProgress(event) {
   if (label) label.textContent = `step ${current}${event.total_steps ? ` / ${event.total_steps}` : ""}`;
 }
 
-async function refreshSummary() {
-  // The server renders the outcome (final losses, error, download button) the same way as on a reload.
-  const response = await fetch(chartEl.dataset.summaryUrl, { headers: { Accept: "text/html" } });
-  if (response.ok) document.getElementById("run-summary").innerHTML = await response.text();
+async function refresh(urlKey, targetId) {
+  // The server renders these parts (outcome, advice, download button, timeline) the same way as on a reload.
+  const response = await fetch(lossEl.dataset[urlKey], { headers: { Accept: "text/html" } });
+  const target = document.getElementById(targetId);
+  if (response.ok && target) target.innerHTML = await response.text();
+}
+
+function refreshTimeline() {
+  timelineTimer = null;
+  refresh("timelineUrl", "run-timeline");
 }
 
 function onStatus(event, source) {
   showProgress(event);
   if (ENDED.has(event.status)) {
     source.close();
-    const empty = document.getElementById("chart-empty");
+    const empty = lossEl.querySelector(".chart-empty");
     if (empty) empty.textContent = "No training step was logged.";
   }
   if (event.status !== status) {
     status = event.status;
-    chartEl.dataset.status = status;
-    refreshSummary();
+    lossEl.dataset.status = status;
+    refresh("summaryUrl", "run-summary");
+    refreshTimeline();
   }
 }
 
 function listen() {
-  const source = new EventSource(chartEl.dataset.eventsUrl);
+  const source = new EventSource(lossEl.dataset.eventsUrl);
   source.addEventListener("metric", (e) => onMetric(JSON.parse(e.data)));
   source.addEventListener("status", (e) => onStatus(JSON.parse(e.data), source));
-  window.addEventListener("resize", () => plot?.setSize({ width: chartEl.clientWidth, height: 320 }));
 }
 
 listen();
