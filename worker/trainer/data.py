@@ -30,7 +30,7 @@ def read_records(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
         records = [json.loads(line) for line in f if line.strip()]
     if not records:
         raise TrainerError("empty_dataset", f"The dataset {path} has no examples; upload a file with at least one.")
-    kind = next((k for k in KINDS if k in records[0]), None)
+    kind = record_kind(records[0])
     if kind is None:
         raise TrainerError("bad_dataset", f"Line 1 of {path} has none of the keys text, prompt, messages.")
     return kind, records
@@ -114,7 +114,18 @@ def encode_record(tokenizer: Any, kind: str, record: dict[str, Any], train_on: s
     return _tokenize(tokenizer, text, None if everything else spans, False)
 
 
-def _trainable(example: Example) -> int:
+def record_kind(record: dict[str, Any]) -> str | None:
+    """The canonical kind of one record ("text", "prompt" or "messages"), or None."""
+    return next((k for k in KINDS if k in record), None)
+
+
+def truncate(example: Example, limit: int) -> Example:
+    """The example cut to its first `limit` tokens, as the trainer sees it."""
+    return {k: v[:limit] for k, v in example.items()}
+
+
+def trainable_tokens(example: Example) -> int:
+    """How many tokens the loss is taken on."""
     # The first label never counts: the model predicts token t+1 from tokens up to t.
     return sum(label != IGNORE_INDEX for label in example["labels"][1:])
 
@@ -129,8 +140,8 @@ def encode_dataset(spec: RunSpec, tokenizer: Any, sink: MetricSink) -> list[Exam
     examples = []
     for record in records:
         example = encode_record(tokenizer, kind, record, spec.data.train_on)
-        examples.append({k: v[:limit] for k, v in example.items()})
-    kept = [e for e in examples if _trainable(e)]
+        examples.append(truncate(example, limit))
+    kept = [e for e in examples if trainable_tokens(e)]
     if not kept:
         raise TrainerError(
             "no_trainable_tokens",

@@ -85,9 +85,21 @@ def _source(spec: RunSpec) -> dict[str, Any]:
 
 def load_tokenizer(spec: RunSpec) -> Any:
     """The base model's tokenizer, with a pad token (EOS when it has none)."""
+    return _tokenizer(spec.model.base_model, _source(spec))
+
+
+def load_tokenizer_from(ref: str, gguf_file: str | None = None) -> Any:
+    """A registered model's tokenizer without a RunSpec (the dataset doctor), loaded as a run would."""
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    return _tokenizer(ref, kwargs)
+
+
+def _tokenizer(ref: str, kwargs: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(spec.model.base_model, **_source(spec))
+    tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
