@@ -101,12 +101,16 @@ export class ChartPanel {
     this.shape = shape;
     this.zoomed = false;
     this.plot = new uPlot(this.options(settings, uSeries), data, this.el);
+    // Raw lines keep their hover values in the legend, but quieter than the smoothed ones.
+    const rows = this.plot.root.querySelectorAll(".u-legend .u-series");
+    uSeries.forEach((s, i) => { if (s.raw) rows[i]?.classList.add("raw"); });
     this.plot.over.addEventListener("dblclick", () => { this.zoomed = false; });
   }
 
   line(def, { raw = false } = {}) {
     return {
       label: raw ? `${def.label} · raw` : def.label,
+      raw,
       stroke: raw ? withAlpha(def.color, 0.28) : def.color,
       width: raw ? 1 : 2,
       dash: def.dash,

@@ -1,0 +1,79 @@
+"""Compare runs: pick two or more, overlay their loss curves, and line up their spec differences."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
+
+from app.core.models import Run
+from app.core.repositories import runs as runs_repo
+from app.deps import SessionDep
+from app.pages.catalog_names import catalog_names
+from app.pages.run_figures import spec_diff
+from app.pages.templating import render
+
+router = APIRouter()
+PALETTE_SIZE = 8  # as many --series-N colours as charts.css defines
+PICKABLE = 50
+# Only what the compare charts draw goes into the page: the x keys and the two losses.
+CHART_KEYS = ("loss", "eval_loss", "tokens_seen", "elapsed_s")
+
+
+def palette_index(run_id: int) -> int:
+    """A run's colour slot: fixed by its id, so it keeps its colour whichever runs it is compared with."""
+    return run_id % PALETTE_SIZE
+
+
+def _parse_ids(raw: list[str]) -> tuple[list[int], list[str]]:
+    """Distinct run ids in the order given, and the values that are not ids at all."""
+    ids: list[int] = []
+    bad: list[str] = []
+    for value in raw:
+        if value.strip().isdigit():
+            if int(value) not in ids:
+                ids.append(int(value))
+        elif value.strip():
+            bad.append(value)
+    return ids, bad
+
+
+def _series(session: Session, run: Run) -> dict[str, Any]:
+    """A run's loss points for the charts, with its name and colour."""
+    points = [{"step": p.step, **{k: p.values[k] for k in CHART_KEYS if k in p.values}}
+              for p in runs_repo.metric_points(session, run.id)
+              if "loss" in p.values or "eval_loss" in p.values]
+    return {"id": run.id, "name": run.name, "color": palette_index(run.id), "points": points}
+
+
+def _problem(ids: list[int], bad: list[str], runs: list[Run | None]) -> tuple[int, str] | None:
+    """What is wrong with the request, as an HTTP status and a sentence, or None."""
+    if bad:
+        return 422, f"{', '.join(repr(b) for b in bad)}: run ids are whole numbers. Pick runs from the list below."
+    missing = [f"#{i}" for i, run in zip(ids, runs, strict=True) if run is None]
+    if missing:
+        return 404, (f"There is no run {', '.join(missing)} (it may have been deleted). "
+                     "Pick runs from the list below.")
+    return None
+
+
+@router.get("/runs/compare")
+def compare_page(request: Request, session: SessionDep,
+                 ids: Annotated[list[str], Query()] = []) -> HTMLResponse:  # noqa: B006 (FastAPI copies defaults)
+    """Two or more runs side by side; fewer, or unknown ids, show the picker with what to do."""
+    run_ids, bad = _parse_ids(ids)
+    runs = [runs_repo.get(session, run_id) for run_id in run_ids]
+    context: dict[str, Any] = {"nav": "compare", "names": catalog_names(session), "selected": run_ids,
+                               "recent": runs_repo.list_recent(session, limit=PICKABLE), "palette": palette_index}
+    problem = _problem(run_ids, bad, runs)
+    if problem:
+        status, message = problem
+        return render(request, "runs/compare.html", {**context, "problem": message}, status_code=status)
+    found = [run for run in runs if run is not None]
+    if len(found) < 2:
+        return render(request, "runs/compare.html", {**context, "too_few": bool(found)})
+    context |= {"runs": found, "diff": spec_diff([run.spec for run in found]),
+                "series": [_series(session, run) for run in found]}
+    return render(request, "runs/compare.html", context)
