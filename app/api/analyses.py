@@ -1,0 +1,59 @@
+"""The dataset doctor over JSON: request an analysis (computed once by a worker), then read it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.repositories import analyses as analyses_repo
+from app.core.services import analyses as analysis_service
+from app.deps import DatasetDep, SessionDep
+
+router = APIRouter(prefix="/api/datasets/{dataset_id}/analyses", tags=["datasets"])
+
+
+class AnalysisIn(BaseModel):
+    """Which tokenizer and length to see the dataset through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field(description="A registered base model's name (or its hub id / folder).")
+    max_seq_length: int = Field(1024, description="The run's data.max_seq_length; longer rows count as truncated.")
+
+
+class AnalysisOut(BaseModel):
+    """An analysis and, once it succeeded, the doctor's findings."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dataset_id: int
+    base_model_id: int
+    max_seq_length: int
+    status: str
+    result: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=AnalysisOut)
+def request_analysis(body: AnalysisIn, dataset: DatasetDep, session: SessionDep) -> AnalysisOut:
+    """Queue an analysis, or return the existing one for the same dataset, model and length."""
+    analysis = analysis_service.request_analysis_by_name(session, dataset, body.base_model, body.max_seq_length)
+    return AnalysisOut.model_validate(analysis)
+
+
+@router.get("", response_model=list[AnalysisOut])
+def list_analyses(dataset: DatasetDep, session: SessionDep) -> list[AnalysisOut]:
+    """The dataset's analyses, newest first."""
+    return [AnalysisOut.model_validate(a) for a in analyses_repo.list_for_dataset(session, dataset.id)]
+
+
+@router.get("/{analysis_id}", response_model=AnalysisOut)
+def get_analysis(analysis_id: int, dataset: DatasetDep, session: SessionDep) -> AnalysisOut:
+    """One analysis of the dataset."""
+    return AnalysisOut.model_validate(analysis_service.get_analysis(session, dataset.id, analysis_id))

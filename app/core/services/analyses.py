@@ -1,0 +1,79 @@
+"""Dataset doctor use cases: request an analysis (computed once per dataset, model and length), claim, finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.core import jobs
+from app.core.db import utcnow
+from app.core.errors import StudioError, not_found
+from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
+from app.core.repositories import analyses as analyses_repo
+from app.core.repositories import catalog
+
+ANALYZE_TASK = "datasets.analyze"
+MIN_LENGTH, MAX_LENGTH = 8, 131072  # the bounds of a run's data.max_seq_length
+
+
+def request_analysis(session: Session, dataset: Dataset, base_model_id: int, max_seq_length: int) -> DatasetAnalysis:
+    """Reuse a queued, running or succeeded analysis of the same triple; else queue a new one."""
+    _check_length(max_seq_length)
+    if session.get(BaseModelEntry, base_model_id) is None:
+        raise StudioError("invalid", "model_not_found", f"There is no base model {base_model_id}.",
+                          field="base_model")
+    existing = analyses_repo.find_reusable(session, dataset.id, base_model_id, max_seq_length)
+    if existing is not None:
+        return existing
+    analysis = DatasetAnalysis(dataset_id=dataset.id, base_model_id=base_model_id, max_seq_length=max_seq_length,
+                               status="queued", result={})
+    session.add(analysis)
+    session.flush()
+    jobs.enqueue(session, ANALYZE_TASK, analysis_id=analysis.id)
+    return analysis
+
+
+def request_analysis_by_name(session: Session, dataset: Dataset, model: str, max_seq_length: int) -> DatasetAnalysis:
+    """request_analysis for a model named by its registered name or reference."""
+    entry = catalog.find_model(session, model.strip()) if model.strip() else None
+    if entry is None:
+        raise StudioError("invalid", "model_not_found", f"No registered base model is named '{model}'; register "
+                          "it on the Models page first.", field="base_model")
+    return request_analysis(session, dataset, entry.id, max_seq_length)
+
+
+def get_analysis(session: Session, dataset_id: int, analysis_id: int) -> DatasetAnalysis:
+    """The dataset's analysis with that id, or 404."""
+    analysis = analyses_repo.get(session, analysis_id)
+    if analysis is None or analysis.dataset_id != dataset_id:
+        raise not_found("analysis", analysis_id)
+    return analysis
+
+
+def latest_analysis(session: Session, dataset_id: int) -> DatasetAnalysis | None:
+    """The dataset's most recently requested analysis, if any."""
+    return analyses_repo.latest(session, dataset_id)
+
+
+def claim_analysis(session: Session, analysis_id: int) -> bool:
+    """Take a queued analysis; False if another delivery already did."""
+    return analyses_repo.transition(session, analysis_id, ["queued"], status="running")
+
+
+def finish_analysis(session: Session, analysis_id: int, result: dict[str, Any]) -> None:
+    """Store the doctor's findings."""
+    analyses_repo.transition(session, analysis_id, ["running"], status="succeeded", result=result,
+                             error=None, finished_at=utcnow())
+
+
+def fail_analysis(session: Session, analysis_id: int, error: str) -> None:
+    """Record why an analysis could not be computed (a later request starts a fresh one)."""
+    analyses_repo.transition(session, analysis_id, ["queued", "running"], status="failed", error=error[:4000],
+                             finished_at=utcnow())
+
+
+def _check_length(max_seq_length: int) -> None:
+    if not MIN_LENGTH <= max_seq_length <= MAX_LENGTH:
+        raise StudioError("invalid", "invalid_max_seq_length", f"The max sequence length must be between "
+                          f"{MIN_LENGTH} and {MAX_LENGTH:,} tokens.", field="max_seq_length")
