@@ -1,0 +1,143 @@
+"""Run page charts and timeline, the runs list's sparklines and ETAs, the compare page and its errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from app.core.db import utcnow
+from app.core.models import MetricPoint, Run, RunEvent, RunStatus
+from app.pages.run_figures import downsample_minmax, eta_seconds, flatten, sparkline, spec_diff
+
+CHARTS = ("loss-chart", "lr-chart", "grad-norm-chart", "throughput-chart", "memory-chart")
+
+
+@pytest.fixture
+def ids(client, tmp_path: Path) -> dict:
+    """A registered model folder and an uploaded dataset, as the rows a Run points to."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    model = client.post("/api/models", json={"name": f"m-{tmp_path.name}", "ref": str(folder)})
+    assert model.status_code == 201, model.text
+    dataset = client.post("/api/datasets", files={"file": ("t.jsonl", b'{"text": "x"}')})
+    return {"model_id": model.json()["id"], "dataset_id": dataset.json()["id"]}
+
+
+def _run(resources, ids: dict, n: int = 5, spec: dict | None = None, **fields) -> int:
+    """A run with n train-loss points and one eval point at the end, stored directly."""
+    values = {"name": "seeded", "status": RunStatus.succeeded, "method": "lora",
+              "spec": spec or {"lora": {"r": 16, "alpha": 32}, "training": {"learning_rate": 0.0002}},
+              "dataset_id": ids["dataset_id"], "base_model_id": ids["model_id"], **fields}
+    with resources.session_factory() as session:
+        run = Run(**values)
+        session.add(run)
+        session.flush()
+        for step in range(1, n + 1):
+            session.add(MetricPoint(run_id=run.id, seq=step, step=step,
+                                    values={"loss": 2.0 / step, "learning_rate": 1e-4, "tokens_seen": 100 * step}))
+        session.add(MetricPoint(run_id=run.id, seq=n + 1, step=n, values={"eval_loss": 1.0}))
+        session.add(RunEvent(run_id=run.id, kind="queued", message="Queued: lora on m.", data={}))
+        session.commit()
+        return run.id
+
+
+def test_run_page_has_every_chart_with_its_controls(client, resources, ids) -> None:
+    page = client.get(f"/runs/{_run(resources, ids)}").text
+    for chart in CHARTS:
+        assert f'id="{chart}"' in page
+        for control in ("smoothing", "log", "x", "reset", "csv", "png"):
+            assert f'id="{chart}-{control}"' in page
+    assert re.search(r'id="loss-chart"[^>]*data-points="0"', page)
+    assert '<option value="tokens">' in page and '<option value="time">' in page
+    assert "/static/js/run_live.js" in page and "/static/vendor/uplot/uPlot.iife.min.js" in page
+
+
+def test_run_page_renders_the_timeline(client, resources, ids) -> None:
+    run_id = _run(resources, ids)
+    page = client.get(f"/runs/{run_id}").text
+    assert 'id="run-timeline"' in page and 'data-kind="queued"' in page and "Queued: lora on m." in page
+    assert f'data-timeline-url="/runs/{run_id}/timeline"' in page
+    partial = client.get(f"/runs/{run_id}/timeline")
+    assert partial.status_code == 200 and "Queued: lora on m." in partial.text and "<html" not in partial.text
+
+
+def test_failed_run_shows_message_advice_and_traceback(client, resources, ids) -> None:
+    run_id = _run(resources, ids, status=RunStatus.failed, error_code="trainer_crashed",
+                  error_message="CUDA out of memory.", error_traceback="Traceback: OutOfMemoryError")
+    page = client.get(f"/runs/{run_id}").text
+    assert 'id="run-error"' in page and "CUDA out of memory." in page
+    assert 'id="run-error-advice"' in page and "try QLoRA" in page
+    assert "Traceback: OutOfMemoryError" in page
+
+
+def test_runs_list_has_a_sparkline_and_an_eta(client, resources, ids) -> None:
+    done = _run(resources, ids, n=30)
+    running = _run(resources, ids, n=10, status=RunStatus.running, current_step=10, total_steps=40,
+                   started_at=utcnow() - timedelta(seconds=100))
+    table = client.get("/runs/table").text
+    assert f'id="sparkline-{done}" data-points="30"' in table and "<polyline" in table
+    assert f'id="sparkline-{running}"' in table
+    assert re.search(r'data-eta="5m 0\ds"', table), "300 s left at 10 s a step"
+
+
+def test_compare_two_runs_shows_spec_diff_and_both_series(client, resources, ids) -> None:
+    first = _run(resources, ids, n=4)
+    second = _run(resources, ids, n=6, spec={"lora": {"r": 32, "alpha": 32}, "training": {"learning_rate": 0.0002}})
+    response = client.get(f"/runs/compare?ids={first}&ids={second}")
+    assert response.status_code == 200
+    page = response.text
+    assert 'id="compare-train-chart"' in page and 'id="compare-eval-chart"' in page
+    assert re.search(r'<tr class="differs" data-key="lora.r">\s*<td><code>lora.r</code></td>\s*'
+                     r'<td><code>16</code></td><td><code>32</code></td>', page)
+    assert 'class="same" data-key="lora.alpha"' in page and 'id="show-all-keys"' in page
+    data = json.loads(re.search(r'<script type="application/json" id="compare-data">(.*?)</script>', page, re.S)[1])
+    assert [run["id"] for run in data] == [first, second]
+    assert [len(run["points"]) for run in data] == [5, 7]
+    assert data[1]["points"][-1] == {"step": 6, "eval_loss": 1.0}
+    assert data[0]["color"] == first % 8
+    assert f'id="compare-pick-{first}" checked' in page
+
+
+@pytest.mark.parametrize(("query", "status", "words"), [
+    ("ids=987654&ids=1", 404, "There is no run #987654"),
+    ("ids=abc", 422, "run ids are whole numbers"),
+])
+def test_compare_with_bad_ids_is_a_clear_page(client, resources, ids, query: str, status: int, words: str) -> None:
+    _run(resources, ids)
+    response = client.get(f"/runs/compare?{query}")
+    assert response.status_code == status
+    assert 'id="compare-problem"' in response.text and words in response.text
+    assert 'id="compare-form"' in response.text  # the way forward is on the same page
+
+
+def test_compare_with_one_run_asks_for_two(client, resources, ids) -> None:
+    run_id = _run(resources, ids)
+    page = client.get(f"/runs/compare?ids={run_id}").text
+    assert 'id="compare-too-few"' in page and "at least two runs" in page
+    assert 'id="compare-train-chart"' not in page
+    assert 'id="compare-form"' in client.get("/runs/compare").text
+
+
+def test_downsampling_keeps_the_spike_within_the_budget() -> None:
+    values = [1.0] * 100_000
+    values[54_321] = 40.0
+    kept = downsample_minmax(values, 1500)
+    assert len(kept) <= 1500 and 54_321 in kept and kept[0] == 0 and kept[-1] == 99_999
+    assert kept == sorted(kept)
+
+
+def test_sparkline_eta_and_spec_diff_helpers() -> None:
+    assert sparkline([1.0]) is None
+    line = sparkline([3.0, 2.0, 1.0])
+    assert line is not None and line.count == 3 and line.points.startswith("2.0,2.0")
+    run = Run(status="running", total_steps=100, current_step=25, started_at=utcnow() - timedelta(seconds=50))
+    assert eta_seconds(run) == pytest.approx(150, abs=2)
+    assert eta_seconds(Run(status="succeeded", total_steps=10, current_step=10)) is None
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+    rows = spec_diff([{"lora": {"r": 8}, "x": [1]}, {"lora": {"r": 16}}])
+    assert [(r.key, r.values, r.differs) for r in rows] == [("lora.r", ["8", "16"], True), ("x", ["1", "—"], True)]
