@@ -9,7 +9,7 @@ from typing import Any
 
 from app.core.models import Run
 
-SPARK_WIDTH, SPARK_HEIGHT, SPARK_PAD = 96.0, 24.0, 2.0
+SPARK_WIDTH, SPARK_HEIGHT, SPARK_PAD = 80.0, 24.0, 2.0
 
 
 def downsample_minmax(values: Sequence[float], max_points: int) -> list[int]:

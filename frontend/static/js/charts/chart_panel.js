@@ -111,7 +111,7 @@ export class ChartPanel {
     return {
       label: raw ? `${def.label} · raw` : def.label,
       raw,
-      stroke: raw ? withAlpha(def.color, 0.28) : def.color,
+      stroke: raw ? withAlpha(def.color, 0.35) : def.color,
       width: raw ? 1 : 2,
       dash: def.dash,
       spanGaps: true, // sparse series (eval every N steps) are joined, not left as dots
