@@ -26,8 +26,8 @@ export class ChartPanel {
     this.sources = {};
     this.plot = null;
     this.shape = "";
-    this.zoomed = false;
     this.control = (name) => document.getElementById(`${el.id}-${name}`);
+    this.setZoomed(false);
     this.wire();
   }
 
@@ -40,7 +40,7 @@ export class ChartPanel {
       redraw();
     });
     this.control("log")?.addEventListener("change", redraw);
-    this.control("x")?.addEventListener("change", () => { this.zoomed = false; redraw(); });
+    this.control("x")?.addEventListener("change", () => { this.setZoomed(false); redraw(); });
     this.control("reset")?.addEventListener("click", () => this.resetZoom());
     this.control("csv")?.addEventListener("click", () => this.exportCsv());
     this.control("png")?.addEventListener("click", () => this.exportPng());
@@ -99,12 +99,12 @@ export class ChartPanel {
     }
     this.plot?.destroy();
     this.shape = shape;
-    this.zoomed = false;
+    this.setZoomed(false);
     this.plot = new uPlot(this.options(settings, uSeries), data, this.el);
     // Raw lines keep their hover values in the legend, but quieter than the smoothed ones.
     const rows = this.plot.root.querySelectorAll(".u-legend .u-series");
     uSeries.forEach((s, i) => { if (s.raw) rows[i]?.classList.add("raw"); });
-    this.plot.over.addEventListener("dblclick", () => { this.zoomed = false; });
+    this.plot.over.addEventListener("dblclick", () => this.setZoomed(false));
   }
 
   line(def, { raw = false } = {}) {
@@ -131,12 +131,18 @@ export class ChartPanel {
       axes: [xAxis, { ...axis, size: 64, values: (u, ticks) => ticks.map(metric) }],
       cursor: { drag: { x: true, y: false }, ...(this.sync ? { sync: { key: this.sync } } : {}) },
       legend: { live: true },
-      hooks: { setSelect: [(u) => { if (u.select.width > 0) this.zoomed = true; }] },
+      hooks: { setSelect: [(u) => { if (u.select.width > 0) this.setZoomed(true); }] },
     };
   }
 
+  /** Remember whether the user zoomed (live points then keep the zoom), and show it as data-zoomed. */
+  setZoomed(zoomed) {
+    this.zoomed = zoomed;
+    this.el.dataset.zoomed = String(zoomed);
+  }
+
   resetZoom() {
-    this.zoomed = false;
+    this.setZoomed(false);
     if (this.plot && this.data) this.plot.setData(this.data, true);
   }
 
