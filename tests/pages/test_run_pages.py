@@ -91,7 +91,7 @@ def test_compare_two_runs_shows_spec_diff_and_both_series(client, resources, ids
     response = client.get(f"/runs/compare?ids={first}&ids={second}")
     assert response.status_code == 200
     page = response.text
-    assert 'id="compare-train-chart"' in page and 'id="compare-eval-chart"' in page
+    assert 'id="compare-chart"' in page and 'id="compare-eval-chart"' in page
     assert re.search(r'<tr class="differs" data-key="lora.r">\s*<td><code>lora.r</code></td>\s*'
                      r'<td><code>16</code></td><td><code>32</code></td>', page)
     assert 'class="same" data-key="lora.alpha"' in page and 'id="show-all-keys"' in page
@@ -119,7 +119,7 @@ def test_compare_with_one_run_asks_for_two(client, resources, ids) -> None:
     run_id = _run(resources, ids)
     page = client.get(f"/runs/compare?ids={run_id}").text
     assert 'id="compare-too-few"' in page and "at least two runs" in page
-    assert 'id="compare-train-chart"' not in page
+    assert 'id="compare-chart"' not in page
     assert 'id="compare-form"' in client.get("/runs/compare").text
 
 

@@ -90,6 +90,7 @@ export class ChartPanel {
     this.data = data;
     this.el.dataset.points = String(data[0].length);
     this.el.dataset.rawPoints = String(built.reduce((n, s) => n + s.x.length, 0));
+    this.el.dataset.series = String(built.filter((s) => s.x.length).length);
     if (!data[0].length) return;
     this.el.querySelector(".chart-empty")?.remove();
     const shape = JSON.stringify([settings.log, settings.x.key, uSeries.map((s) => s.label)]);

@@ -13,7 +13,7 @@ function seriesFor(key, extra) {
 }
 
 const charts = [
-  new ChartPanel(document.getElementById("compare-train-chart"), seriesFor("loss"), { sync: "compare", height: 340 }),
+  new ChartPanel(document.getElementById("compare-chart"), seriesFor("loss"), { sync: "compare", height: 340 }),
   // Eval points are sparse: dots make each evaluation visible.
   new ChartPanel(document.getElementById("compare-eval-chart"), seriesFor("eval_loss", { dots: true }),
     { sync: "compare", height: 280 }),
