@@ -1,0 +1,142 @@
+"""The dataset page: paged rows from the stored blob, and the doctor's form, polling and findings."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.core import blobs
+from app.core.db import session_scope, utcnow
+from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
+from worker.trainer.doctor import analyze
+from worker.trainer.model import load_tokenizer_from
+
+CHAT = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                      {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(50)]
+
+
+def store(resources, tmp_path: Path, rows: list[dict], format: str) -> int:
+    """A dataset stored directly, as an upload would leave it."""
+    path = tmp_path / f"{uuid.uuid4().hex}.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with session_scope(resources.session_factory) as session:
+        blob = blobs.put_file(session, path, "application/x-ndjson")
+        dataset = Dataset(name=f"chat-{uuid.uuid4().hex[:6]}", filename="chat.jsonl", file_type="jsonl",
+                          format=format, row_count=len(rows), size_bytes=blob.size, sha256=blob.sha256,
+                          columns=list(rows[0]), preview=rows[:5], blob_id=blob.id)
+        session.add(dataset)
+        session.flush()
+        return dataset.id
+
+
+@pytest.fixture
+def dataset_id(resources, tmp_path: Path) -> int:
+    return store(resources, tmp_path, CHAT, "messages")
+
+
+@pytest.fixture
+def model(resources, tiny_model_dir: Path) -> BaseModelEntry:
+    """The tiny model registered by folder (the web process never opens it)."""
+    with session_scope(resources.session_factory) as session:
+        entry = BaseModelEntry(name=f"tiny-{uuid.uuid4().hex[:8]}", source="local", ref=str(tiny_model_dir))
+        session.add(entry)
+        session.flush()
+        session.expunge(entry)
+        return entry
+
+
+def add_analysis(resources, dataset_id: int, model_id: int, status: str, result: dict | None = None,
+                 error: str | None = None) -> int:
+    with session_scope(resources.session_factory) as session:
+        analysis = DatasetAnalysis(dataset_id=dataset_id, base_model_id=model_id, max_seq_length=16, status=status,
+                                   result=result or {}, error=error, finished_at=utcnow())
+        session.add(analysis)
+        session.flush()
+        return analysis.id
+
+
+def test_doctor_form_has_a_label_for_every_field(client, dataset_id: int, model: BaseModelEntry) -> None:
+    page = client.get(f"/datasets/{dataset_id}").text
+    form = page[page.index('<form id="doctor-form"'): page.index("</form>", page.index('id="doctor-form"'))]
+    controls = re.findall(r'<(?:select|input)[^>]*\bid="([^"]+)"[^>]*\bname="([^"]+)"', form)
+    assert {name for _, name in controls} == {"base_model", "max_seq_length"}
+    for control_id, _ in controls:
+        assert f'<label for="{control_id}">' in form
+    assert 'id="doctor-submit"' in form and f'value="{model.name}"' in form
+
+
+def test_preview_pages_through_fifty_rows(client, dataset_id: int) -> None:
+    first = client.get(f"/datasets/{dataset_id}").text
+    assert re.findall(r'data-row="(\d+)"', first) == [str(n) for n in range(1, 21)]
+    assert 'id="preview-next"' in first and 'id="preview-prev"' not in first
+    assert f'href="/datasets/{dataset_id}?page=2#dataset-preview"' in first
+    last = client.get(f"/datasets/{dataset_id}?page=3").text
+    assert re.findall(r'data-row="(\d+)"', last) == [str(n) for n in range(41, 51)]
+    assert "What is 49 plus 49?" in last and 'id="preview-prev"' in last and 'id="preview-next"' not in last
+    assert 'data-page="3"' in client.get(f"/datasets/{dataset_id}?page=99").text
+
+
+def test_succeeded_analysis_shows_histogram_warnings_and_tokens(client, resources, dataset_id: int,
+                                                                  model: BaseModelEntry) -> None:
+    rows = CHAT[:10] + [CHAT[0], {"messages": [{"role": "user", "content": "hi"}]}]
+    result = {**analyze(rows, load_tokenizer_from(model.ref), max_seq_length=16), "format": "messages"}
+    analysis_id = add_analysis(resources, dataset_id, model.id, "succeeded", result)
+    page = client.get(f"/datasets/{dataset_id}?analysis={analysis_id}").text
+    assert 'id="doctor-status" class="doctor-status" data-status="succeeded"' in page and "hx-trigger" not in page
+    bars = int(re.search(r'id="length-histogram" data-bars="(\d+)"', page).group(1))
+    assert bars == len(result["lengths"]["counts"]) and page.count('<rect class="bar') == bars
+    assert "max 16" in page and 'class="limit"' in page
+    truncation = re.search(r'<p id="truncation".*?</p>', page, re.S).group(0)
+    assert f'data-count="{result["truncated_count"]}"' in truncation and "would be truncated" in truncation
+    warnings = page[page.index('id="doctor-warnings"'): page.index('id="doctor-examples"')]
+    for code in ("duplicate_rows", "missing_assistant", "no_eos"):
+        assert f'data-code="{code}"' in warnings
+    examples = page[page.index('id="doctor-examples"'):]
+    assert '<span class="tok-trained' in examples and '<span class="tok-masked' in examples
+    assert "It is 0.&lt;|im_end|&gt;" in examples  # the trained text, escaped, exactly as rendered
+
+
+def test_analyse_posts_redirect_and_poll_until_done(client, resources, dataset_id: int,
+                                                     model: BaseModelEntry) -> None:
+    form = {"base_model": model.name, "max_seq_length": "64"}
+    response = client.post(f"/datasets/{dataset_id}/analyze", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    analysis_id = int(re.search(r"\?analysis=(\d+)#doctor$", response.headers["location"]).group(1))
+    page = client.get(response.headers["location"]).text
+    assert 'data-status="queued"' in page
+    assert f'hx-get="/datasets/{dataset_id}/analysis/{analysis_id}" hx-trigger="every 2s"' in page
+    assert "/static/vendor/htmx/htmx.min.js" in page
+    partial = client.get(f"/datasets/{dataset_id}/analysis/{analysis_id}")
+    assert partial.status_code == 200 and 'id="doctor-result"' in partial.text and "<html" not in partial.text
+    again = client.post(f"/datasets/{dataset_id}/analyze", data=form, follow_redirects=False)
+    assert again.headers["location"] == response.headers["location"]  # computed once, not per request
+
+
+def test_failed_analysis_shows_its_error(client, resources, dataset_id: int, model: BaseModelEntry) -> None:
+    analysis_id = add_analysis(resources, dataset_id, model.id, "failed", error="OSError: no tokenizer files")
+    partial = client.get(f"/datasets/{dataset_id}/analysis/{analysis_id}").text
+    assert 'data-status="failed"' in partial and "OSError: no tokenizer files" in partial
+    assert "hx-trigger" not in partial
+
+
+@pytest.mark.parametrize("form, text", [
+    ({"max_seq_length": "lots"}, "whole number"),
+    ({"max_seq_length": "2"}, "between 8 and"),
+    ({"base_model": "nobody", "max_seq_length": "64"}, "No registered base model"),
+])
+def test_analyse_errors_show_on_the_page(client, dataset_id: int, model: BaseModelEntry, form: dict,
+                                         text: str) -> None:
+    response = client.post(f"/datasets/{dataset_id}/analyze", data={"base_model": model.name, **form})
+    assert response.status_code == 422 and text in response.text and 'id="doctor-form"' in response.text
+
+
+def test_analysis_of_another_dataset_is_404(client, resources, tmp_path: Path, dataset_id: int,
+                                            model: BaseModelEntry) -> None:
+    other = store(resources, tmp_path, CHAT[:3], "messages")
+    analysis_id = add_analysis(resources, other, model.id, "queued")
+    assert client.get(f"/datasets/{dataset_id}/analysis/{analysis_id}").status_code == 404
+    assert client.get(f"/datasets/{dataset_id}?analysis={analysis_id}").status_code == 404
