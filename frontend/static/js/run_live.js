@@ -6,7 +6,8 @@ import { ChartPanel } from "./charts/chart_panel.js";
 import { cssVar } from "./charts/colors.js";
 
 const ENDED = new Set(["succeeded", "failed", "cancelled"]);
-const DRAW_EVERY_MS = 250;
+// Long enough to coalesce a burst of history into one draw, short enough to keep live latency low.
+const DRAW_EVERY_MS = 50;
 const lossEl = document.getElementById("loss-chart");
 const points = new Map(); // seq -> point: a replayed point (after a reconnect) never draws twice
 let drawTimer = null;
@@ -32,6 +33,9 @@ const charts = panels();
 function draw() {
   drawTimer = null;
   const list = [...points.values()];
+  // The newest point's trainer timestamp, for benchmarks/sse_latency.py (set before data-points changes).
+  const newest = list.reduce((at, p) => Math.max(at, p.logged_at ?? 0), 0);
+  if (newest) lossEl.dataset.lastLoggedAt = String(newest);
   for (const chart of charts) chart.setSource("run", list);
 }
 
