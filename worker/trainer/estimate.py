@@ -1,0 +1,356 @@
+"""Peak memory, time and trainable parameters of a run, worked out from config.json numbers alone (no torch).
+
+The web process uses it to size a run before launch. The CPU constants were calibrated against measured peak
+RSS of short runs on this project's CPU machine (benchmarks/estimator_accuracy.py prints the comparison).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from worker.trainer.spec import RunSpec
+
+GB = 2**30  # GiB, as workers report device memory
+REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+# Saved-for-backward tensors per token and layer of a Llama block with LoRA on every linear, in widths of
+# hidden (h) and intermediate (i), counted with saved_tensors_hooks on SmolLM2: residuals, norms, one dropout
+# copy per LoRA-wrapped linear, the SwiGLU gate/up/silu/product, plus SDPA's q, k, v and output. A 4-bit
+# linear saves only its packed weight (bitsandbytes' MatMul4Bit), not its input, hence QLoRA's smaller counts.
+ACT_WIDTHS = {"lora": (11, 7), "qlora": (8, 5)}
+LORA_STATE_BYTES = 16  # fp32 weight + grad + two AdamW moments
+LOGIT_COPIES = 4  # fp32 logits and log-softmax kept for the loss, and their two gradients
+NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes plus one fp32 absmax per 64-weight block (less with double quant)
+# Runtime floor: on the CPU the RSS of torch + transformers + the Trainer stack (measured 0.45-0.5 GiB);
+# on a GPU the CUDA context and cuBLAS workspaces.
+CPU_RUNTIME_GB, GPU_RUNTIME_GB = 0.5, 1.0
+# Measured/counted activation bytes on the CPU (fitted on SmolLM2, 128-2048 tokens a step). glibc keeps freed
+# blocks, so backward temporaries add up; QLoRA's extra comes from the bf16<->fp32 copies around every 4-bit
+# matmul (input to the compute dtype, output back to fp32, the same for gradients) fragmenting the heap.
+CPU_ACT_SCALE = {"lora": 1.25, "qlora": 1.8}
+# Loading a 4-bit base on the CPU reads the fp32 weights to quantise them; that memory stays in the process.
+CPU_QUANTISE_RESIDUE_BYTES = 4
+USABLE_SHARE = 0.9  # leave room for the OS / fragmentation before calling it a fit
+# CPU throughput: effective FLOP/s of LoRA training, measured on the demo model (2 cores with AMX; noisy when
+# other processes share the cores).
+CPU_FLOPS = {"lora": 1.0e11, "qlora": 0.9e11}
+GPU_MFU, DEFAULT_GPU_TFLOPS = 0.30, 60.0
+GPU_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L40": 181, "A10G": 125, "A10": 125,
+              "L4": 121, "A6000": 155, "4090": 165, "3090": 71, "V100": 125, "T4": 65}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a decoder-only (Llama-style) config.json that fix its size."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+    head_dim: int | None = None
+    attention_bias: bool = False
+    mlp_bias: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ModelShape:
+        """Read a Hugging Face config dict (its text_config for multimodal wrappers); ValueError if incomplete."""
+        config = config.get("text_config") or config
+        missing = [k for k in REQUIRED if not isinstance(config.get(k), int)]
+        if missing:
+            raise ValueError(f"config.json lacks {', '.join(missing)}")
+        heads = config["num_attention_heads"]
+        return cls(config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"], heads,
+                   config.get("num_key_value_heads") or heads, config["vocab_size"],
+                   bool(config.get("tie_word_embeddings", False)), config.get("head_dim"),
+                   bool(config.get("attention_bias", False)), bool(config.get("mlp_bias", False)))
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection (heads × head_dim)."""
+        return self.num_attention_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key and value projections (grouped-query attention shares them)."""
+        return self.num_key_value_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear layer in one decoder block."""
+        h, i = self.hidden_size, self.intermediate_size
+        return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
+                "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    def block_linear_params(self) -> int:
+        """Weights (and biases) of all linear layers of one block."""
+        weights = sum(a * b for a, b in self.linears().values())
+        biases = (self.q_dim + 2 * self.kv_dim + self.hidden_size) * self.attention_bias
+        return weights + biases + (2 * self.intermediate_size + self.hidden_size) * self.mlp_bias
+
+    def embedding_params(self) -> int:
+        """Input embeddings plus the output head when it is not tied to them."""
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+
+    def total_params(self) -> int:
+        """Every parameter: embeddings, blocks (linears + two norms), final norm, untied head."""
+        blocks = self.num_hidden_layers * (self.block_linear_params() + 2 * self.hidden_size)
+        return self.embedding_params() + blocks + self.hidden_size
+
+
+def lora_params(spec: RunSpec, shape: ModelShape) -> int:
+    """Trainable LoRA parameters: r × (in + out) for every targeted linear (all-linear excludes lm_head)."""
+    targets = spec.lora.resolved_targets()
+    names = list(shape.linears()) if targets == "all-linear" else list(targets)
+    linears = shape.linears()
+    per_block = sum(spec.lora.r * sum(linears[n]) for n in names if n in linears)
+    extra = {"lm_head": (shape.hidden_size, shape.vocab_size), "embed_tokens": (shape.vocab_size, shape.hidden_size)}
+    outside = sum(spec.lora.r * sum(extra[n]) for n in names if n in extra)
+    return shape.num_hidden_layers * per_block + outside
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Where a run would train: kind, memory and speed."""
+
+    key: str
+    kind: str  # "cpu" | "cuda"
+    name: str
+    memory_gb: float
+    bf16: bool = True
+    count: int = 1
+
+    @property
+    def flops(self) -> float:
+        """Sustained bf16 FLOP/s assumed for training (a share of the datasheet peak)."""
+        tflops = next((v for k, v in GPU_TFLOPS.items() if k.lower() in self.name.lower()), DEFAULT_GPU_TFLOPS)
+        return tflops * 1e12 * GPU_MFU
+
+
+def cpu_profile(memory_gb: float | None = None) -> DeviceProfile:
+    """This machine's CPU and RAM (what a local CPU worker would train on)."""
+    ram = memory_gb or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return DeviceProfile("cpu", "cpu", f"{os.cpu_count()}-core CPU (this machine)", round(ram, 1), bf16=_cpu_bf16())
+
+
+def _cpu_bf16() -> bool:
+    """Whether the CPU has native bf16 (AVX512-BF16 or AMX), as the trainer's supports_bf16 checks via torch."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+GPU_PROFILES = {"gpu-24": DeviceProfile("gpu-24", "cuda", "24 GB GPU (RTX 4090, L4, A10)", 24.0),
+                "gpu-40": DeviceProfile("gpu-40", "cuda", "A100 40 GB", 40.0),
+                "gpu-80": DeviceProfile("gpu-80", "cuda", "H100 80 GB", 80.0)}
+
+
+def device_profiles() -> dict[str, DeviceProfile]:
+    """The profiles a user may pick when no worker is live: this CPU and common GPU sizes."""
+    return {"cpu": cpu_profile(), **GPU_PROFILES}
+
+
+def worker_profile(worker: dict[str, Any]) -> DeviceProfile:
+    """The profile of a live worker as announced in the registry ({hostname, kind, name, memory_gb, bf16})."""
+    kind = "cuda" if worker.get("kind") == "cuda" else "cpu"
+    return DeviceProfile(str(worker.get("hostname", "worker")), kind, str(worker.get("name", kind)),
+                         float(worker.get("memory_gb") or 0), bool(worker.get("bf16", False)),
+                         int(worker.get("count") or 1))
+
+
+@dataclass
+class Recommendation:
+    """One change to the spec and what it would give."""
+
+    change: str
+    description: str
+    peak_memory_gb: float
+    fits: bool
+    time_s: float | None = None
+
+
+@dataclass
+class Estimate:
+    """Peak memory (with its parts), time, the verdict and the parameter counts of a spec on a device."""
+
+    available: bool
+    device: dict[str, Any]
+    reason: str | None = None
+    peak_memory_gb: float = 0.0
+    breakdown: dict[str, float] = field(default_factory=dict)
+    usable_memory_gb: float = 0.0
+    fits: bool = False
+    time_s: float | None = None
+    tokens: int | None = None
+    tokens_per_second: float = 0.0
+    trainable_params: int = 0
+    total_params: int = 0
+    trainable_share: float = 0.0
+    recommended_method: str | None = None
+    recommendations: list[Recommendation] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the API's response body)."""
+        return asdict(self)
+
+
+def unavailable(reason: str, device: DeviceProfile) -> Estimate:
+    """An estimate that cannot be made, and why."""
+    return Estimate(available=False, device=asdict(device), reason=reason)
+
+
+def _half_precision(device: DeviceProfile) -> bool:
+    """Whether activations are 2-byte: bf16 mixed precision on capable GPUs; the CPU trains in fp32 (even
+    QLoRA: prepare_model_for_kbit_training upcasts norms and embeddings, so the residual stream is fp32)."""
+    return device.kind == "cuda" and device.bf16
+
+
+def _weights_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
+    """The frozen base: fp32 (bf16 on capable GPUs) for LoRA; 4-bit blocks plus fp32 embeddings/norms for QLoRA."""
+    total = shape.total_params()
+    if spec.method == "lora":
+        return total * (2 if device.kind == "cuda" and device.bf16 else 4)
+    quantised = shape.num_hidden_layers * shape.block_linear_params()
+    residue = quantised * CPU_QUANTISE_RESIDUE_BYTES if device.kind == "cpu" else 0
+    # prepare_model_for_kbit_training upcasts everything left unquantised (embeddings, head, norms) to fp32.
+    return quantised * NF4_BYTES + (total - quantised) * 4 + residue
+
+
+def _activation_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
+    """Tensors kept for backward: every layer's, or with checkpointing each layer's input plus one layer's."""
+    tokens = spec.training.per_device_batch_size * spec.data.max_seq_length
+    width = 2 if _half_precision(device) else 4
+    h_count, i_count = ACT_WIDTHS[spec.method]
+    sdpa = 2 * shape.q_dim + 2 * shape.kv_dim  # q, k, v and the attention output
+    per_layer = width * (h_count * shape.hidden_size + i_count * shape.intermediate_size + sdpa)
+    if spec.training.gradient_checkpointing:
+        per_token = shape.num_hidden_layers * width * shape.hidden_size + per_layer
+    else:
+        per_token = shape.num_hidden_layers * per_layer
+    return tokens * per_token * (CPU_ACT_SCALE[spec.method] if device.kind == "cpu" else 1.0)
+
+
+def memory_breakdown(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> dict[str, float]:
+    """Peak memory in GB by part: weights, adapters (+grads, AdamW), activations, logits, runtime."""
+    tokens = spec.training.per_device_batch_size * spec.data.max_seq_length
+    parts = {
+        "weights": _weights_bytes(spec, shape, device),
+        "adapters": lora_params(spec, shape) * LORA_STATE_BYTES,
+        "activations": _activation_bytes(spec, shape, device),
+        # transformers upcasts logits to fp32 for the loss whatever the compute dtype.
+        "logits": tokens * shape.vocab_size * 4 * LOGIT_COPIES,
+        "runtime": (CPU_RUNTIME_GB if device.kind == "cpu" else GPU_RUNTIME_GB) * GB,
+    }
+    return {k: round(v / GB, 3) for k, v in parts.items()}
+
+
+def flops_per_token(spec: RunSpec, shape: ModelShape) -> float:
+    """Training FLOPs per token: 4 × params for a frozen base (no weight grads), +2 × with recomputation."""
+    matmul_params = shape.num_hidden_layers * shape.block_linear_params() + shape.vocab_size * shape.hidden_size
+    passes = 4 + (2 if spec.training.gradient_checkpointing else 0)
+    # Causal attention scores and weighted sums: half of 2 × 2 × seq × q_dim per layer, three passes.
+    attention = 3 * 2 * shape.num_hidden_layers * spec.data.max_seq_length * shape.q_dim
+    return passes * matmul_params + attention
+
+
+def tokens_per_second(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
+    """Expected training throughput on the device."""
+    if device.kind == "cpu":
+        flops = CPU_FLOPS[spec.method]
+    else:
+        # 4-bit layers dequantise every matmul's weight: QLoRA runs at roughly 70 % of LoRA's speed.
+        flops = device.flops * device.count * (0.7 if spec.method == "qlora" else 1.0)
+        flops *= 1.0 if device.bf16 else 0.5
+    return flops / flops_per_token(spec, shape)
+
+
+def run_tokens(spec: RunSpec, dataset_tokens: int | None) -> int | None:
+    """Tokens the run will process: max_steps × batch × accumulation × sequence, or the training split × epochs."""
+    t = spec.training
+    if t.max_steps > 0:  # an upper bound: rows shorter than max_seq_length are padded only to the batch's longest
+        return t.max_steps * t.per_device_batch_size * t.gradient_accumulation_steps * spec.data.max_seq_length
+    if dataset_tokens is None:
+        return None
+    return int(dataset_tokens * (1 - spec.data.eval_fraction) * t.num_epochs)
+
+
+def estimate(spec: RunSpec, arch: ModelShape, device: DeviceProfile, dataset_tokens: int | None) -> Estimate:
+    """Peak memory, time, verdict, parameter counts and the alternatives worth trying for `spec` on `device`."""
+    result = _measure(spec, arch, device, dataset_tokens)
+    result.recommended_method, result.recommendations = _advice(spec, arch, device, dataset_tokens, result)
+    return result
+
+
+def _measure(spec: RunSpec, arch: ModelShape, device: DeviceProfile, dataset_tokens: int | None) -> Estimate:
+    breakdown = memory_breakdown(spec, arch, device)
+    peak, usable = round(sum(breakdown.values()), 2), round(device.memory_gb * USABLE_SHARE, 2)
+    speed, tokens = tokens_per_second(spec, arch, device), run_tokens(spec, dataset_tokens)
+    trainable, total = lora_params(spec, arch), arch.total_params()
+    return Estimate(available=True, device=asdict(device), peak_memory_gb=peak, breakdown=breakdown,
+                    usable_memory_gb=usable, fits=peak <= usable, tokens=tokens, tokens_per_second=round(speed, 1),
+                    time_s=round(tokens / speed, 1) if tokens is not None else None,
+                    trainable_params=trainable, total_params=total, trainable_share=trainable / total)
+
+
+def _alternatives(spec: RunSpec) -> list[tuple[str, str, RunSpec]]:
+    """(change, description, changed spec) for each single change that saves memory or time."""
+    t, out = spec.training, []
+    other = "lora" if spec.method == "qlora" else "qlora"
+    why = ("4-bit base: about a quarter of the weight memory, ~30 % slower" if other == "qlora"
+           else "full-precision base: faster and exact, needs more memory")
+    out.append((f"method={other}", f"Switch to {'QLoRA' if other == 'qlora' else 'LoRA'} ({why}).",
+                _with(spec, method=other)))
+    if t.per_device_batch_size > 1:
+        batch = max(1, t.per_device_batch_size // 2)
+        out.append((f"training.per_device_batch_size={batch}",
+                    f"Halve the batch to {batch} and double gradient accumulation (same effective batch).",
+                    _smaller_batch(spec, batch)))
+    if spec.data.max_seq_length > 256:
+        seq = spec.data.max_seq_length // 2
+        out.append((f"data.max_seq_length={seq}", f"Truncate examples at {seq} tokens (check how many are longer).",
+                    _with(spec, data={"max_seq_length": seq})))
+    if not t.gradient_checkpointing:
+        out.append(("training.gradient_checkpointing=true",
+                    "Recompute activations in the backward pass: much less activation memory, ~30 % slower.",
+                    _with(spec, training={"gradient_checkpointing": True})))
+    return out
+
+
+def _smaller_batch(spec: RunSpec, batch: int) -> RunSpec:
+    """`spec` with a smaller batch and more accumulation, so the effective batch stays (about) the same."""
+    t = spec.training
+    accumulation = max(1, t.gradient_accumulation_steps * t.per_device_batch_size // batch)
+    return _with(spec, training={"per_device_batch_size": batch, "gradient_accumulation_steps": accumulation})
+
+
+def _with(spec: RunSpec, **changes: Any) -> RunSpec:
+    """A copy of `spec` with top-level values or section fields replaced."""
+    data = spec.model_dump()
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return RunSpec.model_validate(data)
+
+
+def _advice(spec: RunSpec, arch: ModelShape, device: DeviceProfile, dataset_tokens: int | None,
+            current: Estimate) -> tuple[str, list[Recommendation]]:
+    """The method to prefer (LoRA when it fits: faster, no quantisation error) and the alternatives."""
+    recs = []
+    for change, description, changed in _alternatives(spec):
+        est = _measure(changed, arch, device, dataset_tokens)
+        recs.append(Recommendation(change, description, est.peak_memory_gb, est.fits, est.time_s))
+    if not current.fits:
+        combined = _with(_smaller_batch(spec, 1), method="qlora", training={"gradient_checkpointing": True})
+        est = _measure(combined, arch, device, dataset_tokens)
+        recs.append(Recommendation("method=qlora, gradient_checkpointing=true, per_device_batch_size=1",
+                                   "All of the memory savings at once (the smallest footprint this model allows).",
+                                   est.peak_memory_gb, est.fits, est.time_s))
+        recs = [r for r in recs if r.peak_memory_gb < current.peak_memory_gb]
+        recs.sort(key=lambda r: (not r.fits, r.peak_memory_gb))
+    lora = _with(spec, method="lora") if spec.method == "qlora" else spec
+    lora_fits = _measure(lora, arch, device, dataset_tokens).fits
+    return ("lora" if lora_fits else "qlora"), recs
