@@ -101,6 +101,7 @@ def test_each_warning_kind_from_a_crafted_dataset(tokenizer) -> None:
     ]
     found = codes(analyze(rows, tokenizer, max_seq_length=512))
     assert found["missing_assistant"]["rows"] == [2]
+    assert found["missing_assistant"]["message"].startswith("1 conversation has no assistant turn")
     assert found["empty_assistant"]["rows"] == [3]
     assert found["role_order"]["rows"] == [4]
     assert found["duplicate_rows"] == {**found["duplicate_rows"], "rows": [5, 6], "count": 2}

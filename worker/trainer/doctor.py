@@ -23,17 +23,17 @@ WARNING_ROWS = 5  # row numbers kept per warning: enough to find the pattern, sm
 HISTOGRAM_BINS = 24
 EXAMPLE_TOKENS = 2048  # an example's preview stops here; a 30k-token row would bloat the stored result
 MESSAGES = {
-    "template_error": "{count} rows could not be rendered with the chat template (the trainer would stop on "
-                      "them): {detail}",
-    "missing_assistant": "{count} conversations have no assistant turn, so nothing in them is learned.",
-    "empty_assistant": "{count} rows have an empty assistant turn or completion: the model learns to say nothing.",
-    "role_order": "{count} conversations have turns out of order (system not first, not starting with the user, "
-                  "the same role twice in a row, or ending after the last assistant turn).",
-    "duplicate_rows": "{count} rows repeat an earlier row exactly; duplicates weigh those examples more.",
-    "no_eos": "{count} rows have no EOS token ({eos}) after rendering and truncation to {limit} tokens; the "
-              "model may not learn where an answer ends.",
-    "no_trained_tokens": "{count} rows have no trained token left after truncation to {limit} tokens; the "
-                         "trainer drops them.",
+    "template_error": "{rows} could not be rendered with the chat template (the trainer would stop there): "
+                      "{detail}",
+    "missing_assistant": "{convs} {have} no assistant turn, so nothing is learned from {them}.",
+    "empty_assistant": "{rows} {have} an empty assistant turn or completion: the model learns to say nothing.",
+    "role_order": "{convs} {have} turns out of order (system not first, not starting with the user, the same "
+                  "role twice in a row, or ending after the last assistant turn).",
+    "duplicate_rows": "{rows} {repeat} an earlier row exactly; duplicates weigh those examples more.",
+    "no_eos": "{rows} {have} no EOS token ({eos}) after rendering and truncation to {limit} tokens; the model "
+              "may not learn where an answer ends.",
+    "no_trained_tokens": "{rows} {have} no trained token left after truncation to {limit} tokens; the trainer "
+                         "drops {them}.",
 }
 
 
@@ -121,12 +121,20 @@ class _Doctor:
         }
 
     def _warnings(self) -> list[dict[str, Any]]:
-        context = {"eos": self.tokenizer.eos_token, "limit": self.limit}
         return [
             {"code": code, "count": self.counts[code], "rows": self.rows[code],
-             "message": text.format(count=self.counts[code], detail=self.details.get(code, ""), **context)}
+             "message": text.format(**self._words(self.counts[code]), detail=self.details.get(code, ""),
+                                    eos=self.tokenizer.eos_token, limit=self.limit)}
             for code, text in MESSAGES.items() if self.counts[code]
         ]
+
+    @staticmethod
+    def _words(count: int) -> dict[str, str]:
+        """The count with its noun and verb agreeing ("1 row has", "3 rows have")."""
+        one = count == 1
+        return {"rows": f"{count:,} row{'' if one else 's'}", "convs": f"{count:,} conversation{'' if one else 's'}",
+                "have": "has" if one else "have", "repeat": "repeats" if one else "repeat",
+                "them": "it" if one else "them"}
 
 
 def row_problems(row: dict[str, Any]) -> list[str]:
