@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.api import analyses, datasets, events, health, models, runs
+from app.api import analyses, datasets, estimates, events, health, models, runs
 from app.api import errors as api_errors
 from app.core import jobs
 from app.core.resources import Resources
@@ -25,7 +25,8 @@ def create_app(res: Resources | None = None) -> FastAPI:
     app.state.resources = res
     jobs.configure_sender(TaskSender(res.settings))
     api_errors.install(app)
-    for router in (health.router, datasets.router, analyses.router, models.router, runs.router, events.router):
+    for router in (health.router, datasets.router, analyses.router, models.router, runs.router, events.router,
+                   estimates.router):
         app.include_router(router)
     _mount_pages(app)
     app.add_middleware(BodySizeLimit, limit=res.settings.max_upload_bytes)

@@ -1,0 +1,144 @@
+"""Estimated vs measured peak memory (and throughput) of short CPU training runs on the demo model.
+
+Run: .venv/bin/python benchmarks/estimator_accuracy.py [--model DIR] [--steps N] [--json OUT]
+Each grid point (LoRA/QLoRA × two sequence lengths × two batch sizes) trains in a fresh subprocess so its
+peak RSS (ru_maxrss) is its own; the estimate comes from worker.trainer.estimate with the CPU profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GGUF = Path.home() / ".cache/lorastudio/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = Path("/tmp/smollm2-hf")
+GRID = [(method, seq, batch) for method in ("lora", "qlora") for seq in (64, 256) for batch in (2, 8)]
+TEXT = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches "
+         "in the old town square and every evening the river carries leaves toward the distant sea")
+
+
+def demo_model(folder: Path) -> Path:
+    """The SmolLM2 demo model as a Hugging Face folder, converted from the cached GGUF once."""
+    if not (folder / "config.json").is_file():
+        from worker.trainer.gguf import convert_gguf
+
+        convert_gguf(GGUF, folder)
+    return folder
+
+
+def write_rows(path: Path, rows: int) -> Path:
+    """Text rows long enough that every one is truncated to max_seq_length (so each batch is seq × batch)."""
+    words_list = TEXT.split()
+    with path.open("w") as f:
+        for i in range(rows):
+            words = [words_list[(i * 7 + j) % len(words_list)] for j in range(1200)]
+            f.write(json.dumps({"text": " ".join(words)}) + "\n")
+    return path
+
+
+def spec_for(model: Path, data: Path, method: str, seq: int, batch: int, steps: int) -> dict:
+    """The RunSpec (as a dict) of one grid point: all-linear rank 16, adamw_torch, `steps` optimiser steps."""
+    return {"name": f"{method}-{seq}x{batch}", "method": method, "model": {"base_model": str(model)},
+            "data": {"path": str(data), "max_seq_length": seq, "train_on": "all"},
+            "lora": {"r": 16, "target_modules": "all-linear"},
+            "training": {"max_steps": steps, "per_device_batch_size": batch, "optimizer": "adamw_torch",
+                         "logging_steps": 1}}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def run_one(spec_json: str) -> None:
+    """Child process: train one spec and print {peak_rss_mb, baseline_mb, loaded_mb, tokens_per_second}."""
+    import torch  # noqa: F401  (imported first so the baseline includes the libraries every run loads)
+    import transformers  # noqa: F401
+
+    from worker.trainer.events import ListSink
+    from worker.trainer.loop import train
+    from worker.trainer.spec import RunSpec
+
+    baseline = _rss_mb()
+    spec = RunSpec.model_validate(json.loads(spec_json))
+    sink, loaded = ListSink(), {}
+    original = sink.event
+
+    def event(type_: str, **data: object) -> None:
+        if type_ == "started":  # on_train_begin: model loaded and wrapped, no step taken yet
+            loaded["mb"] = _rss_mb()
+        original(type_, **data)
+
+    sink.event = event  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as out:
+        train(spec, Path(out), sink)
+    metrics = sink.metrics()
+    # The first step pays one-off costs (allocator warm-up); throughput over the later steps is steadier.
+    first, last = metrics[0], metrics[-1]
+    steady = (last["tokens_seen"] - first["tokens_seen"]) / max(last["elapsed_s"] - first["elapsed_s"], 1e-9)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak, "baseline_mb": baseline, "loaded_mb": loaded.get("mb"),
+                      "tokens_per_second": steady if len(metrics) > 1 else last["tokens_per_second"]}))
+
+
+def measure(spec: dict) -> dict:
+    """Train `spec` in a fresh interpreter and return what it printed."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec['name']} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result | {"wall_s": time.monotonic() - started}
+
+
+def estimate_for(spec: dict, model: Path) -> object:
+    """The estimator's answer for `spec` on this machine's CPU profile."""
+    from worker.trainer.estimate import ModelShape, cpu_profile, estimate
+    from worker.trainer.spec import RunSpec
+
+    shape = ModelShape.from_config(json.loads((model / "config.json").read_text()))
+    return estimate(RunSpec.model_validate(spec), shape, cpu_profile(), dataset_tokens=None)
+
+
+def main() -> None:
+    """Run the grid and print estimate vs measurement for each point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the raw measurements here")
+    args = parser.parse_args()
+    if args.one:
+        return run_one(args.one)
+    model = demo_model(args.model)
+    rows, errors = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_rows(Path(tmp) / "rows.jsonl", rows=8 * args.steps + 8)
+        print(f"{'config':<16}{'est GB':>8}{'meas GB':>9}{'err %':>7}{'est tok/s':>11}{'meas tok/s':>11}{'wall s':>8}")
+        for method, seq, batch in GRID:
+            spec = spec_for(model, data, method, seq, batch, args.steps)
+            measured, est = measure(spec), estimate_for(spec, model)
+            meas_gb = measured["peak_rss_mb"] / 1024
+            err = 100 * (est.peak_memory_gb - meas_gb) / meas_gb
+            errors.append(abs(err))
+            rows.append({"config": spec["name"], "estimate_gb": est.peak_memory_gb, **measured})
+            print(f"{spec['name']:<16}{est.peak_memory_gb:>8.2f}{meas_gb:>9.2f}{err:>+7.1f}"
+                  f"{est.tokens_per_second:>11.0f}{measured['tokens_per_second']:>11.0f}{measured['wall_s']:>8.0f}",
+                  flush=True)
+    print(f"mean |error| {sum(errors) / len(errors):.1f} %, worst {max(errors):.1f} % (goal ±25 %)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
