@@ -1,4 +1,5 @@
-"""The run designer: a form generated from RunSpec, or a pasted YAML spec; both create a queued run."""
+"""The run designer: a form generated from RunSpec (or a pasted YAML spec) with presets, a live estimate of
+memory and time, and YAML export; submitting it creates a queued run."""
 
 from __future__ import annotations
 
@@ -10,26 +11,50 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from app.core import workers
 from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
 from app.core.repositories import catalog
+from app.core.services import estimates as estimate_service
 from app.core.services import runs as run_service
 from app.deps import SessionDep
 from app.pages import spec_form
 from app.pages.forms import FormDep
 from app.pages.templating import render
+from worker.trainer import presets
 from worker.trainer.spec import RunSpec
 
 router = APIRouter()
+# What applying a preset keeps from the form: the run's name and the user's choice of model and data.
+KEPT_BY_PRESETS = ("name", "model.base_model", "model.gguf_file", "data.dataset_id")
 
 
 def _designer(request: Request, session: Session, values: dict[str, Any],
               errors: dict[str, str] | None = None, spec_yaml: str = "",
-              status_code: int = 200) -> HTMLResponse:
+              status_code: int = 200, preset: str = "") -> HTMLResponse:
+    devices = estimate_service.devices(workers.live_workers(request.app.state.resources.redis))
+    device = values.get("estimate_device") or next(iter(devices))
     context = {"nav": "new", "sections": spec_form.sections(), "values": values, "errors": errors or {},
                "datasets": catalog.list_datasets(session), "models": catalog.list_models(session),
-               "spec_yaml": spec_yaml}
+               "spec_yaml": spec_yaml, "presets": presets.presets().values(), "preset": preset,
+               "devices": devices, "device": device, "estimate": _estimate(session, values, device, devices)}
     return render(request, "runs/new.html", context, status_code=status_code)
+
+
+def _estimate(session: Session, values: dict[str, Any], device: str, devices: dict) -> Any:
+    """The estimate of the spec the form values describe; None while they do not validate."""
+    # Blank and unchecked fields are left out, so their defaults apply while the form is being filled in.
+    present = {k: v for k, v in values.items() if v is not None and v is not False and v != ""}
+    form = {k: ("on" if v is True else str(v)) for k, v in present.items()}
+    data = spec_form.parse(form)
+    if not (data.get("data") or {}).get("dataset_id"):
+        data.setdefault("data", {})["path"] = "unchosen"  # size the rest before a dataset is picked
+    try:
+        spec = RunSpec.model_validate(data)
+    except ValidationError:
+        return None
+    profile = devices.get(device) or estimate_service.pick_device(device, [])
+    return estimate_service.estimate_run(session, spec, profile)
 
 
 def _create(session: Session, spec: RunSpec) -> Response:
@@ -38,10 +63,46 @@ def _create(session: Session, spec: RunSpec) -> Response:
 
 
 @router.get("/runs/new")
-def new_run(request: Request, session: SessionDep, clone: int | None = None) -> HTMLResponse:
-    """The empty designer, or one pre-filled from the spec an earlier run stored."""
+def new_run(request: Request, session: SessionDep, clone: int | None = None, preset: str = "") -> HTMLResponse:
+    """The empty designer, one pre-filled from an earlier run's spec, or one set up by a preset."""
     values = spec_form.from_spec(run_service.get_run(session, clone).spec) if clone else spec_form.defaults()
-    return _designer(request, session, values)
+    return _designer(request, session, _with_preset(values, preset), preset=preset)
+
+
+@router.post("/runs/new/preset")
+def apply_preset(request: Request, session: SessionDep, form: FormDep) -> HTMLResponse:
+    """The designer as posted, with the chosen preset's settings (its name, model and data stay)."""
+    preset = form.get("preset", "")
+    return _designer(request, session, _with_preset(spec_form.from_form(form), preset), preset=preset)
+
+
+def _with_preset(values: dict[str, Any], key: str) -> dict[str, Any]:
+    """A preset's spec over the defaults, keeping what the user chose; unknown keys change nothing."""
+    preset = presets.find(key)
+    if preset is None:
+        return values
+    kept = {k: values[k] for k in KEPT_BY_PRESETS if values.get(k) not in (None, "")}
+    return {**spec_form.from_spec(preset.overrides()), **kept, "estimate_device": values.get("estimate_device")}
+
+
+@router.post("/runs/new/estimate")
+def estimate_partial(request: Request, session: SessionDep, form: FormDep) -> HTMLResponse:
+    """The estimate panel's body for the form as it stands (htmx swaps it in on every change)."""
+    devices = estimate_service.devices(workers.live_workers(request.app.state.resources.redis))
+    device = form.get("estimate_device") or next(iter(devices))
+    return render(request, "runs/_estimate.html", {"estimate": _estimate(session, dict(form), device, devices)})
+
+
+@router.post("/runs/new/yaml")
+def export_yaml(request: Request, session: SessionDep, form: FormDep) -> Response:
+    """The form's spec as a YAML download (validated first: errors show by their fields)."""
+    try:
+        spec = RunSpec.model_validate(spec_form.parse(form))
+    except ValidationError as exc:
+        return _designer(request, session, spec_form.from_form(form), spec_form.field_errors(exc), status_code=422)
+    filename = (spec.name or "run-spec").replace('"', "").replace("/", "-")
+    return Response(spec.to_yaml(), media_type="text/yaml",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}.yaml"'})
 
 
 @router.post("/runs")

@@ -122,7 +122,12 @@ def defaults() -> dict[str, Any]:
 
 def from_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Form values from a stored (or pasted) spec dict, over the defaults."""
-    values = defaults()
+    return with_overrides(defaults(), spec)
+
+
+def with_overrides(values: dict[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Form `values` with the settings of a (partial) spec dict written over them."""
+    values = dict(values)
     for key, value in spec.items():
         if isinstance(value, Mapping):
             values.update({f"{key}.{sub}": v for sub, v in value.items()})

@@ -1,4 +1,5 @@
-// Run designer niceties: load a YAML file into the spec textarea; typing custom LoRA targets picks "custom".
+// Run designer niceties: load a YAML file into the spec textarea; typing custom LoRA targets picks "custom";
+// picking a preset applies it at once (the server fills the form, keeping the chosen model and dataset).
 
 const file = document.getElementById("spec-file");
 const yamlText = document.getElementById("spec-yaml");
@@ -12,3 +13,18 @@ const customRadio = document.getElementById("f-lora-target-modules-custom");
 names?.addEventListener("input", () => {
   if (customRadio && names.value.trim()) customRadio.checked = true;
 });
+
+const presetSelect = document.getElementById("preset-select");
+const applyPreset = document.getElementById("apply-preset");
+presetSelect?.addEventListener("change", () => {
+  if (presetSelect.value) applyPreset?.click();
+});
+// The preset links work without JS (a fresh form); with JS they post the form so its choices survive.
+for (const link of document.querySelectorAll("a.preset[data-preset]")) {
+  link.addEventListener("click", (event) => {
+    if (!presetSelect || !applyPreset) return;
+    event.preventDefault();
+    presetSelect.value = link.dataset.preset;
+    applyPreset.click();
+  });
+}
