@@ -351,6 +351,7 @@ def _advice(spec: RunSpec, arch: ModelShape, device: DeviceProfile, dataset_toke
                                    est.peak_memory_gb, est.fits, est.time_s))
         recs = [r for r in recs if r.peak_memory_gb < current.peak_memory_gb]
         recs.sort(key=lambda r: (not r.fits, r.peak_memory_gb))
-    lora = _with(spec, method="lora") if spec.method == "qlora" else spec
-    lora_fits = _measure(lora, arch, device, dataset_tokens).fits
-    return ("lora" if lora_fits else "qlora"), recs
+    lora, qlora = (_measure(_with(spec, method=m), arch, device, dataset_tokens) for m in ("lora", "qlora"))
+    # LoRA when it fits (faster, exact); else QLoRA if the 4-bit base saves memory here (on the CPU it may not).
+    prefer = "lora" if lora.fits or qlora.peak_memory_gb >= lora.peak_memory_gb else "qlora"
+    return prefer, recs
