@@ -103,7 +103,8 @@ def measure(spec: dict) -> dict:
 
 def estimate_for(spec: dict, model: Path) -> object:
     """The estimator's answer for `spec` on this machine's CPU profile."""
-    from worker.trainer.estimate import ModelShape, cpu_profile, estimate
+    from worker.trainer.device_profiles import cpu_profile
+    from worker.trainer.estimate import ModelShape, estimate
     from worker.trainer.spec import RunSpec
 
     shape = ModelShape.from_config(json.loads((model / "config.json").read_text()))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.trainer.estimate import GPU_PROFILES, ModelShape, cpu_profile, estimate, lora_params, worker_profile
+from worker.trainer.device_profiles import GPU_PROFILES, cpu_profile, worker_profile
+from worker.trainer.estimate import ModelShape, estimate, lora_params
 from worker.trainer.presets import presets
 from worker.trainer.spec import RunSpec
 

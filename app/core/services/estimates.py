@@ -11,15 +11,8 @@ from sqlalchemy.orm import Session
 
 from app.core.models import Dataset, DatasetAnalysis
 from app.core.repositories import catalog
-from worker.trainer.estimate import (
-    DeviceProfile,
-    Estimate,
-    ModelShape,
-    device_profiles,
-    estimate,
-    unavailable,
-    worker_profile,
-)
+from worker.trainer.device_profiles import DeviceProfile, device_profiles, worker_profile
+from worker.trainer.estimate import Estimate, ModelShape, estimate, unavailable
 from worker.trainer.spec import RunSpec
 
 CHARS_PER_TOKEN = 4  # English text in BPE vocabularies; the doctor's exact counts replace it when present

@@ -1,0 +1,63 @@
+"""Devices a run may be sized for: this CPU, common GPU sizes, or a live worker as it announced itself (no torch)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+GPU_MFU, DEFAULT_GPU_TFLOPS = 0.30, 60.0
+GPU_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L40": 181, "A10G": 125, "A10": 125,
+              "L4": 121, "A6000": 155, "4090": 165, "3090": 71, "V100": 125, "T4": 65}
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Where a run would train: kind, memory and speed."""
+
+    key: str
+    kind: str  # "cpu" | "cuda"
+    name: str
+    memory_gb: float
+    bf16: bool = True
+    count: int = 1
+
+    @property
+    def flops(self) -> float:
+        """Sustained bf16 FLOP/s assumed for training (a share of the datasheet peak)."""
+        tflops = next((v for k, v in GPU_TFLOPS.items() if k.lower() in self.name.lower()), DEFAULT_GPU_TFLOPS)
+        return tflops * 1e12 * GPU_MFU
+
+
+def cpu_profile(memory_gb: float | None = None) -> DeviceProfile:
+    """This machine's CPU and RAM (what a local CPU worker would train on)."""
+    ram = memory_gb or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return DeviceProfile("cpu", "cpu", f"{os.cpu_count()}-core CPU (this machine)", round(ram, 1), bf16=_cpu_bf16())
+
+
+def _cpu_bf16() -> bool:
+    """Whether the CPU has native bf16 (AVX512-BF16 or AMX), as the trainer's supports_bf16 checks via torch."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+GPU_PROFILES = {"gpu-24": DeviceProfile("gpu-24", "cuda", "24 GB GPU (RTX 4090, L4, A10)", 24.0),
+                "gpu-40": DeviceProfile("gpu-40", "cuda", "A100 40 GB", 40.0),
+                "gpu-80": DeviceProfile("gpu-80", "cuda", "H100 80 GB", 80.0)}
+
+
+def device_profiles() -> dict[str, DeviceProfile]:
+    """The profiles a user may pick when no worker is live: this CPU and common GPU sizes."""
+    return {"cpu": cpu_profile(), **GPU_PROFILES}
+
+
+def worker_profile(worker: dict[str, Any]) -> DeviceProfile:
+    """The profile of a live worker as announced in the registry ({hostname, kind, name, memory_gb, bf16})."""
+    kind = "cuda" if worker.get("kind") == "cuda" else "cpu"
+    return DeviceProfile(str(worker.get("hostname", "worker")), kind, str(worker.get("name", kind)),
+                         float(worker.get("memory_gb") or 0), bool(worker.get("bf16", False)),
+                         int(worker.get("count") or 1))
