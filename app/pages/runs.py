@@ -75,6 +75,12 @@ def run_summary(request: Request, run: RunDep, session: SessionDep) -> HTMLRespo
     return render(request, "runs/_summary.html", _run_context(session, run))
 
 
+@router.get("/runs/{run_id}/details")
+def run_details(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse:
+    """The run's facts alone (device, worker, times), fetched again when the run starts or ends."""
+    return render(request, "runs/_details.html", _run_context(session, run))
+
+
 @router.get("/runs/{run_id}/timeline")
 def run_timeline(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse:
     """The run's timeline alone, fetched again when the live stream reports a new status."""

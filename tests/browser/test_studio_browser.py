@@ -117,6 +117,7 @@ def test_upload_doctor_design_train_download(page, live_studio, studio_objects, 
         download_link.click()
     archive = tmp_path / "adapter.zip"
     info.value.save_as(archive)
+    assert page.inner_text("#run-details").count("cpu") >= 1, "device not shown once the run trained"
     screenshot(page, "run-finished")
     folder = tmp_path / "adapter"
     zipfile.ZipFile(archive).extractall(folder)

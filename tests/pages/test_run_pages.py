@@ -141,3 +141,11 @@ def test_sparkline_eta_and_spec_diff_helpers() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
     rows = spec_diff([{"lora": {"r": 8}, "x": [1]}, {"lora": {"r": 16}}])
     assert [(r.key, r.values, r.differs) for r in rows] == [("lora.r", ["8", "16"], True), ("x", ["1", "—"], True)]
+
+
+def test_run_details_partial_shows_device_and_versions(client, resources, ids) -> None:
+    run_id = _run(resources, ids, device="cpu", worker="w1", attempts=1, versions={"peft": "0.21.2"})
+    assert f'data-details-url="/runs/{run_id}/details"' in client.get(f"/runs/{run_id}").text
+    partial = client.get(f"/runs/{run_id}/details")
+    assert partial.status_code == 200 and "<html" not in partial.text
+    assert "cpu" in partial.text and "w1" in partial.text and "0.21.2" in partial.text

@@ -46,6 +46,8 @@ function scheduleDraw() {
 
 function onMetric(point) {
   if (typeof point.step !== "number" || typeof point.seq !== "number") return;
+  // The first point means the trainer has reported its device and versions: show them.
+  if (points.size === 0 && status === "running") refresh("detailsUrl", "run-details");
   points.set(point.seq, point);
   if (typeof point.loss === "number") {
     const last = document.getElementById("run-last-loss");
@@ -90,6 +92,7 @@ function onStatus(event, source) {
     status = event.status;
     lossEl.dataset.status = status;
     refresh("summaryUrl", "run-summary");
+    refresh("detailsUrl", "run-details");
     refreshTimeline();
   }
 }
