@@ -11,7 +11,7 @@ def make_celery() -> Celery:
     """A Celery app on the studio's Redis; the database, not Celery, holds job state."""
     settings = get_settings()
     app = Celery("lorastudio", broker=settings.redis_url,
-                 include=["worker.tasks.runs", "worker.tasks.datasets", "worker.registry"])
+                 include=["worker.tasks.runs", "worker.tasks.datasets", "worker.registry", "worker.janitor"])
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         task_acks_late=True,  # a task lost with its worker is redelivered…

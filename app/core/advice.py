@@ -11,6 +11,8 @@ ADVICE: dict[str, str] = {
     "prepare_failed": "The worker could not prepare the run's files; check the worker's disk space and database.",
     "trainer_crashed": "Often out of memory: try QLoRA, a smaller batch, shorter sequences or gradient "
     "checkpointing. The traceback tail shows the cause.",
+    "worker_lost": "Clone the run to queue it again; if it keeps happening, check the worker's log and memory "
+    "(the kernel's out-of-memory killer ends a process without a trace).",
     "internal_error": "An unexpected error; the traceback tail shows where. Please report it with the run's spec.",
 }
 

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset upload.")
     visibility_timeout_s: int = Field(24 * 3600, description="Redis redelivery timeout; above the longest run.")
     cancel_grace_s: float = Field(30.0, description="Seconds between SIGTERM and SIGKILL when cancelling.")
-    metric_flush_s: float = Field(0.5, description="Longest a metric point waits before it is written.")
+    lost_after_s: float = Field(120.0, description="A running run whose heartbeat is older than this is failed.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -61,3 +62,9 @@ def artifacts(session: Session, run_id: int, kind: str = "adapter") -> Sequence[
 def timeline(session: Session, run_id: int) -> Sequence[RunEvent]:
     """A run's events, oldest first."""
     return session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)).all()
+
+
+def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[int]:
+    """Ids of running runs whose last heartbeat is older than the cut-off (their worker is gone)."""
+    query = select(Run.id).where(Run.status == RunStatus.running, Run.heartbeat_at < heartbeat_before)
+    return session.scalars(query).all()

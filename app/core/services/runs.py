@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -124,6 +125,19 @@ def _end_message(status: RunStatus, final: dict[str, Any], error: dict[str, Any]
     if status == RunStatus.failed:
         return f"Failed ({error.get('code')}): {error.get('message')} {advice_for(error.get('code'))}"
     return f"{status.value.capitalize()} after {final.get('steps')} steps; final train loss {final.get('train_loss')}."
+
+
+def reap_lost_runs(session: Session, silent_for: timedelta) -> list[int]:
+    """Fail running runs whose worker stopped sending heartbeats, so none stays "running" forever."""
+    reaped = []
+    for run_id in runs_repo.stale_running(session, utcnow() - silent_for):
+        error = {"code": "worker_lost", "message": f"The worker stopped sending heartbeats for over "
+                 f"{int(silent_for.total_seconds())} s (it crashed, was killed or lost the database)."}
+        if runs_repo.transition(session, run_id, [RunStatus.running], status=RunStatus.failed, finished_at=utcnow(),
+                                error_code=error["code"], error_message=error["message"]):
+            add_event(session, run_id, "failed", _end_message(RunStatus.failed, {}, error), code=error["code"])
+            reaped.append(run_id)
+    return reaped
 
 
 def adapter_files(session: Session, run: Run) -> list[tuple[str, int]]:
