@@ -3,6 +3,7 @@ the real Redis, an app client, and a tiny model built locally."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -89,6 +90,20 @@ def session(resources: Resources) -> Iterator:
     finally:
         db_session.rollback()
         db_session.close()
+
+
+@pytest.fixture
+def ids(client, tmp_path: Path) -> dict:
+    """A registered local model folder (an empty config.json: no weights needed) and an uploaded chat dataset."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    model = client.post("/api/models", json={"name": f"m-{tmp_path.name}", "ref": str(folder)})
+    assert model.status_code == 201, model.text
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    dataset = client.post("/api/datasets", files={"file": ("c.jsonl", json.dumps(row).encode())})
+    assert dataset.status_code == 201, dataset.text
+    return {"model": model.json()["name"], "model_id": model.json()["id"], "dataset_id": dataset.json()["id"]}
 
 
 @pytest.fixture(scope="session")

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from app.core.db import session_scope
 from app.core.services import analyses as analysis_service
-
-
-@pytest.fixture
-def ids(client, tmp_path: Path) -> dict:
-    """A registered local model folder and an uploaded chat dataset."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    model = client.post("/api/models", json={"name": f"m-{tmp_path.name}", "ref": str(folder)})
-    assert model.status_code == 201, model.text
-    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    dataset = client.post("/api/datasets", files={"file": ("c.jsonl", json.dumps(row).encode())})
-    assert dataset.status_code == 201, dataset.text
-    return {"model": model.json()["name"], "model_id": model.json()["id"], "dataset_id": dataset.json()["id"]}
 
 
 def _post(client, ids: dict, **body):

@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from app.core.models import MetricPoint, Run, RunStatus
-
-
-@pytest.fixture
-def ids(client, tmp_path: Path) -> dict:
-    """A registered local model folder and an uploaded dataset."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    model = client.post("/api/models", json={"name": f"m-{tmp_path.name}", "ref": str(folder)})
-    assert model.status_code == 201, model.text
-    body = json.dumps({"text": "hello"}).encode()
-    dataset = client.post("/api/datasets", files={"file": ("t.jsonl", body)})
-    return {"model": model.json()["name"], "dataset_id": dataset.json()["id"]}
 
 
 def _spec(ids: dict, **training) -> dict:

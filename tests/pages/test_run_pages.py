@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,18 +13,6 @@ from app.core.models import MetricPoint, Run, RunEvent, RunStatus
 from app.pages.run_figures import downsample_minmax, eta_seconds, flatten, sparkline, spec_diff
 
 CHARTS = ("loss-chart", "lr-chart", "grad-norm-chart", "throughput-chart", "memory-chart")
-
-
-@pytest.fixture
-def ids(client, tmp_path: Path) -> dict:
-    """A registered model folder and an uploaded dataset, as the rows a Run points to."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    model = client.post("/api/models", json={"name": f"m-{tmp_path.name}", "ref": str(folder)})
-    assert model.status_code == 201, model.text
-    dataset = client.post("/api/datasets", files={"file": ("t.jsonl", b'{"text": "x"}')})
-    return {"model_id": model.json()["id"], "dataset_id": dataset.json()["id"]}
 
 
 def _run(resources, ids: dict, n: int = 5, spec: dict | None = None, **fields) -> int:
