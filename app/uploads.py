@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.errors import StudioError
 
 COPY_CHUNK = 1024 * 1024
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class UploadTooLarge(Exception):
@@ -75,10 +77,18 @@ async def spooled_upload(request: Request, field: str = "file") -> AsyncIterator
             with target.open("wb") as out:
                 async for chunk in request.stream():
                     out.write(chunk)
+        filename, name = safe_filename(filename), CONTROL_CHARS.sub("", name)
         if not filename:
             raise StudioError("invalid", "missing_filename", "Name the file (multipart file name or ?filename=) "
                               "so its type can be told: .jsonl, .json, .csv or .parquet.", field="file")
         yield target, filename, name
+
+
+def safe_filename(raw: str) -> str:
+    """The last component of a client's file name, without control characters; it is a label, never a path."""
+    # Browsers on Windows and some clients send full paths; both separators count, whatever the server's OS.
+    name = CONTROL_CHARS.sub("", raw).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return "" if name in (".", "..") else name[:255]
 
 
 async def _from_form(request: Request, field: str, target: Path) -> tuple[str, str]:

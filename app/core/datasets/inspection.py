@@ -16,9 +16,14 @@ from app.core.datasets.formats import FORMATS, Format, check_same_format, first_
 from app.core.datasets.limits import DEFAULT_LIMITS, Limits
 from app.core.datasets.problems import DatasetProblem
 from app.core.datasets.readers import read_rows
+from app.core.datasets.strict_json import deeper_than, too_deep
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 500
+# A cell starting with one of these is a formula to Excel/LibreOffice (CSV injection, OWASP). Rows keep them
+# verbatim for training ("- item", "+1" are ordinary text); only the preview, which people copy into
+# spreadsheets, gets the OWASP "'" prefix.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class InspectedDataset(BaseModel):
@@ -80,6 +85,8 @@ def _checked_rows(
     """Yield (line, row, format, canonical row), holding every row to the first row's format."""
     count = 0
     for line, value in read_rows(path, file_type, limits):
+        if deeper_than(value, limits.max_depth):
+            raise too_deep(line, limits.max_depth)
         row = as_object(value, line)
         if format is None:
             format = first_format(row, line, file_type)
@@ -98,8 +105,9 @@ def _checked_rows(
 
 
 def _shorten(value: Any) -> Any:
-    """A JSON-safe copy with long strings cut, for the preview."""
+    """A JSON-safe copy with long strings cut and formula-looking strings defused, for the preview."""
     if isinstance(value, str):
+        value = "'" + value if value.startswith(FORMULA_START) else value
         return value if len(value) <= PREVIEW_CHARS else value[:PREVIEW_CHARS] + "…"
     if isinstance(value, dict):
         return {str(key): _shorten(item) for key, item in value.items()}

@@ -11,12 +11,12 @@ from typing import Any, BinaryIO
 from app.core.datasets.file_types import UTF8_BOM
 from app.core.datasets.limits import Limits
 from app.core.datasets.problems import DatasetProblem
+from app.core.datasets.strict_json import DECODER, DuplicateKey, duplicate_key, too_deep
 
 CHUNK_BYTES = 64 * 1024
 # A decode error this close to the end of the buffer may only mean the element is not fully read yet.
 TRUNCATION_MARGIN = 16
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
-_DECODER = json.JSONDecoder()
 
 
 def read_json_array(file: BinaryIO, limits: Limits) -> Iterator[tuple[int, Any]]:
@@ -96,7 +96,11 @@ class _Buffer:
         start = self.line
         while True:
             try:
-                value, end = _DECODER.raw_decode(self.text, self.pos)
+                value, end = DECODER.raw_decode(self.text, self.pos)
+            except DuplicateKey as error:
+                raise duplicate_key(error, start) from None
+            except RecursionError:
+                raise too_deep(start, self.limits.max_depth) from None
             except json.JSONDecodeError as error:
                 if self.eof or not _maybe_truncated(error, len(self.text)):
                     line = self.line + self.text.count("\n", self.pos, error.pos)

@@ -15,6 +15,7 @@ from app.core.datasets.file_types import UTF8_BOM, FileType
 from app.core.datasets.json_array import read_json_array
 from app.core.datasets.limits import Limits
 from app.core.datasets.problems import DatasetProblem
+from app.core.datasets.strict_json import DECODER, DuplicateKey, duplicate_key, too_deep
 
 Row = tuple[int, Any]
 PARQUET_BATCH_ROWS = 1024
@@ -69,7 +70,11 @@ def read_jsonl(file: BinaryIO, limits: Limits) -> Iterator[Row]:
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            value = DECODER.decode(line)
+        except DuplicateKey as error:
+            raise duplicate_key(error, number) from None
+        except RecursionError:
+            raise too_deep(number, limits.max_depth) from None
         except json.JSONDecodeError as error:
             raise DatasetProblem(
                 "invalid_json",
@@ -77,6 +82,7 @@ def read_jsonl(file: BinaryIO, limits: Limits) -> Iterator[Row]:
                 "Each line must be one complete JSON object.",
                 line=number,
             ) from None
+        yield number, value
 
 
 def read_csv(file: BinaryIO, limits: Limits) -> Iterator[Row]:
