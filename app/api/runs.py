@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
 
 from app.api.schemas import MetricOut, RunEventOut, RunOut
+from app.core import workers
 from app.core.repositories import runs as runs_repo
 from app.core.services import runs as run_service
 from app.deps import ResourcesDep, RunDep, SessionDep
@@ -16,9 +17,9 @@ router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut)
-def create_run(spec: RunSpec, session: SessionDep) -> RunOut:
+def create_run(spec: RunSpec, session: SessionDep, res: ResourcesDep) -> RunOut:
     """Queue a run; it is sent to a worker once stored."""
-    return RunOut.model_validate(run_service.create_run(session, spec))
+    return RunOut.model_validate(run_service.create_run(session, spec, workers.live_workers(res.redis)))
 
 
 @router.get("", response_model=list[RunOut])

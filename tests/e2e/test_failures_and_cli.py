@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -18,16 +19,28 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_trainer_error_fails_the_run_with_code_and_traceback(live_studio: LiveStudio, studio_objects: dict) -> None:
+def test_cuda_only_optimizer_is_refused_before_it_is_queued(live_studio: LiveStudio, studio_objects: dict) -> None:
+    deadline = time.monotonic() + 60
+    while not live_studio.http.get("/api/workers").json() and time.monotonic() < deadline:
+        time.sleep(0.5)  # the worker announces its (CPU) device once it is ready
     spec = run_spec(studio_objects["dataset_id"], studio_objects["model"], "qlora", 5)
     spec["training"]["optimizer"] = "paged_adamw_8bit"  # needs CUDA; this worker has none
+    response = live_studio.http.post("/api/runs", json=spec)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "training.optimizer"
+    assert response.json()["error"]["code"] == "optimizer_needs_cuda"
+
+
+def test_trainer_error_fails_the_run_with_code_and_traceback(live_studio: LiveStudio, studio_objects: dict) -> None:
+    spec = run_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 5)
+    spec["data"]["max_seq_length"] = 8  # the prompts alone are longer, so no answer token is left to learn
     run_id = live_studio.http.post("/api/runs", json=spec).json()["id"]
     run = live_studio.wait_for(run_id, {"succeeded", "failed", "cancelled"})
     assert run["status"] == "failed"
-    assert run["error_code"] == "unsupported_on_device", run
-    assert "CUDA" in run["error_message"] and run["error_traceback"]
+    assert run["error_code"] == "no_trainable_tokens", run
+    assert run["error_message"] and run["error_traceback"]
     assert run["finished_at"] and live_studio.http.get(f"/api/runs/{run_id}/adapter").status_code == 409
-    assert "adamw_torch" in run["error_advice"] or "auto" in run["error_advice"]
+    assert "max_seq_length" in run["error_advice"]
     kinds = [e["kind"] for e in live_studio.http.get(f"/api/runs/{run_id}/timeline").json()]
     assert kinds[0] == "queued" and "started" in kinds and kinds[-1] == "failed", kinds
 

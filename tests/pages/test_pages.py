@@ -91,7 +91,7 @@ def dataset_id(resources, tmp_path: Path) -> int:
 def designer_form(model_name: str, dataset_id: int, **overrides: str) -> dict[str, str]:
     form = {"name": "page-test", "method": "lora", "model.base_model": model_name,
             "data.dataset_id": str(dataset_id), "lora.r": "8", "lora.target_modules": "attention",
-            "training.max_steps": "3"}
+            "training.max_steps": "3", "quantization.double_quant": "on"}  # checked by default, as a browser sends
     return {**form, **overrides}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "v_proj"],
@@ -145,6 +145,14 @@ class RunSpec(_Section):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization_needs_qlora(cls, value: QuantizationSpec, info: ValidationInfo) -> QuantizationSpec:
+        # Plain LoRA keeps the base in full precision, so these settings would be silently ignored.
+        if info.data.get("method") == "lora" and value != QuantizationSpec():
+            raise ValueError("quantization settings apply only to method qlora; set method: qlora or remove them")
+        return value
 
     def to_yaml(self) -> str:
         """The spec as YAML, the format of presets and `lorastudio train`."""

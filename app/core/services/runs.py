@@ -14,13 +14,17 @@ from app.core.errors import StudioError, not_found
 from app.core.models import Dataset, MetricPoint, Run, RunEvent, RunStatus
 from app.core.repositories import catalog
 from app.core.repositories import runs as runs_repo
+from app.core.services import run_checks
 from worker.trainer.spec import RunSpec
 
 EXECUTE_TASK = "runs.execute"
 
 
-def create_run(session: Session, spec: RunSpec) -> Run:
-    """Store a queued run with its exact spec, and enqueue it once the caller commits."""
+def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | None = None) -> Run:
+    """Store a queued run with its exact spec, and enqueue it once the caller commits.
+
+    `workers` are the live workers (None: unknown), to refuse settings no worker can run.
+    """
     if spec.data.dataset_id is None or session.get(Dataset, spec.data.dataset_id) is None:
         raise StudioError("invalid", "dataset_not_found", "Choose an uploaded dataset (data.dataset_id).",
                           field="data.dataset_id")
@@ -31,6 +35,8 @@ def create_run(session: Session, spec: RunSpec) -> Run:
     if spec.model.trust_remote_code:
         raise StudioError("invalid", "remote_code_not_allowed", "Running code shipped with a model is off in "
                           "this studio.", field="model.trust_remote_code")
+    run_checks.check_fits_model(spec, model)
+    run_checks.check_fits_workers(spec, workers)
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": None})})
     run = Run(name=spec.name or f"{spec.method}-{model.name}"[:200], status=RunStatus.queued, method=spec.method,
               spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id)
