@@ -23,7 +23,8 @@ def create_app(res: Resources | None = None) -> FastAPI:
     res = res or Resources()
     app = FastAPI(title="LoRA Studio", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.resources = res
-    jobs.configure_sender(TaskSender(res.settings))
+    sender = TaskSender(res.settings)
+    jobs.configure_sender(sender, probe=sender.available)
     api_errors.install(app)
     for router in (health.router, datasets.router, analyses.router, models.router, runs.router, events.router,
                    estimates.router):

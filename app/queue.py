@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+import redis
 from celery import Celery
 
 from app.core.config import Settings
@@ -25,6 +26,22 @@ class TaskSender:
         client.conf.broker_connection_max_retries = 0
         return client
 
-    def __call__(self, task_name: str, kwargs: dict[str, Any]) -> None:
-        """Send one task to the training queue."""
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """A plain Redis client, to ask which server instance receives the task."""
+        return redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+
+    def available(self) -> bool:
+        """Whether Redis answers a ping within its short timeout."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def __call__(self, task_name: str, kwargs: dict[str, Any]) -> str:
+        """Send one task to the training queue; returns the Redis server's run id (it changes on restart)."""
+        # Asked before sending: a restart in between then looks like a lost message and is sent again
+        # (harmless: runs are claimed atomically), never like a delivered one.
+        server = self.redis.info("server")["run_id"]
         self.client.send_task(task_name, kwargs=kwargs, queue=self.settings.queue, retry=False)
+        return server

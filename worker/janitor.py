@@ -1,4 +1,5 @@
-"""Fail runs whose worker vanished (no heartbeat), from a thread in every worker's main process."""
+"""Housekeeping from a thread in every worker's main process: fail runs whose worker vanished, and send
+again the queued runs whose queue message was lost (Redis was down or restarted)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from datetime import timedelta
 
 from celery.signals import worker_ready
 
+from app.core import jobs
 from app.core.db import session_scope
 from app.core.resources import resources
-from app.core.services.runs import reap_lost_runs
+from app.core.services.runs import reap_lost_runs, redispatch_undelivered
+from app.queue import TaskSender
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 15
+REDISPATCH_GRACE_S = 10  # a run younger than this may still be on its way to the queue
 
 
 def sweep() -> list[int]:
@@ -26,15 +30,29 @@ def sweep() -> list[int]:
     return reaped
 
 
+def redispatch() -> list[int]:
+    """Send again the queued runs whose message this Redis does not hold (a failed send, or a restart)."""
+    res = resources()
+    broker_id = res.redis.info("server")["run_id"]
+    with session_scope(res.session_factory) as session:
+        sent = redispatch_undelivered(session, broker_id, timedelta(seconds=REDISPATCH_GRACE_S))
+    if sent:
+        log.warning("sent queued runs %s again: their messages were not on this Redis", sent)
+    return sent
+
+
 def _sweep_forever(stop: threading.Event) -> None:
     while not stop.wait(INTERVAL_S):
-        try:
-            sweep()
-        except Exception:  # the database may be away for a while; try again next round
-            log.warning("janitor sweep failed", exc_info=True)
+        for chore in (sweep, redispatch):
+            try:
+                chore()
+            except Exception:  # the database or Redis may be away for a while; try again next round
+                log.warning("janitor %s failed", chore.__name__, exc_info=True)
 
 
 @worker_ready.connect
 def start_janitor(**_kwargs) -> None:  # noqa: ANN003
     """Sweep periodically while this worker runs (several workers sweeping is harmless: the update is atomic)."""
+    sender = TaskSender(resources().settings)
+    jobs.configure_sender(sender, probe=sender.available)
     threading.Thread(target=_sweep_forever, args=(threading.Event(),), daemon=True, name="janitor").start()

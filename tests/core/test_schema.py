@@ -6,7 +6,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.core import schema
+from app.core import (
+    models,  # noqa: F401 - registers every table on Base.metadata
+    schema,
+)
 from app.core.db import Base
 
 

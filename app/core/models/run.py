@@ -47,6 +47,8 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The Redis server (its INFO run_id) that holds this run's queue message; a restarted Redis lost it.
+    dispatched_to: Mapped[str | None] = mapped_column(String(64), default=None)
     device: Mapped[str | None] = mapped_column(String(200), default=None)
     versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     total_steps: Mapped[int | None] = mapped_column(Integer, default=None)

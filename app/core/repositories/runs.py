@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -68,3 +69,20 @@ def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[int]
     """Ids of running runs whose last heartbeat is older than the cut-off (their worker is gone)."""
     query = select(Run.id).where(Run.status == RunStatus.running, Run.heartbeat_at < heartbeat_before)
     return session.scalars(query).all()
+
+
+def mark_dispatched(bind: Engine | Connection, run_id: int, broker_id: str | None) -> None:
+    """Record which broker instance holds a run's queue message (after commit, so on its own connection)."""
+    with bind.connect() as connection:
+        connection.execute(update(Run).where(Run.id == run_id).values(dispatched_to=broker_id))
+        connection.commit()
+
+
+def undelivered_queued(session: Session, broker_id: str, created_before: datetime) -> Sequence[int]:
+    """Queued runs whose message never reached this broker instance (send failed, or Redis restarted since)."""
+    query = select(Run.id).where(
+        Run.status == RunStatus.queued,
+        Run.created_at < created_before,
+        or_(Run.dispatched_to.is_(None), Run.dispatched_to != broker_id),
+    )
+    return session.scalars(query.order_by(Run.id)).all()

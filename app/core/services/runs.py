@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -37,14 +38,34 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
                           "this studio.", field="model.trust_remote_code")
     run_checks.check_fits_model(spec, model)
     run_checks.check_fits_workers(spec, workers)
+    if not jobs.broker_available():
+        raise StudioError("unavailable", "queue_unavailable", "The job queue (Redis) is not answering, so the "
+                          "run was not created. Try again in a moment; runs already queued are kept and sent once "
+                          "it is back.")
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": None})})
     run = Run(name=spec.name or f"{spec.method}-{model.name}"[:200], status=RunStatus.queued, method=spec.method,
               spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id)
     session.add(run)
     session.flush()
     add_event(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
-    jobs.enqueue(session, EXECUTE_TASK, run_id=run.id)
+    jobs.enqueue(session, EXECUTE_TASK, on_sent=partial(_dispatched, run.id), run_id=run.id)
     return run
+
+
+def _dispatched(run_id: int, bind, broker_id: str | None) -> None:  # noqa: ANN001
+    runs_repo.mark_dispatched(bind, run_id, broker_id)
+
+
+def redispatch_undelivered(session: Session, broker_id: str, grace: timedelta) -> list[int]:
+    """Send again the queued runs whose message is not on this Redis (a failed send, or a restart lost it).
+
+    A run sent twice is still trained once: the worker's claim is atomic.
+    """
+    sent = []
+    for run_id in runs_repo.undelivered_queued(session, broker_id, utcnow() - grace):
+        runs_repo.mark_dispatched(session.get_bind(), run_id, jobs.send(EXECUTE_TASK, {"run_id": run_id}))
+        sent.append(run_id)
+    return sent
 
 
 def add_event(session: Session, run_id: int, kind: str, message: str, **data: Any) -> None:
