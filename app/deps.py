@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -40,12 +40,17 @@ def get_settings_dep(res: ResourcesDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_run(run_id: int, session: SessionDep) -> Run:
+# Ids are PostgreSQL INTEGER columns: a larger number names no row, and would overflow the driver (a 500).
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+
+
+def get_run(run_id: RowId, session: SessionDep) -> Run:
     """The run named in the path, or 404."""
     return run_service.get_run(session, run_id)
 
 
-def get_dataset(dataset_id: int, session: SessionDep) -> Dataset:
+def get_dataset(dataset_id: RowId, session: SessionDep) -> Dataset:
     """The dataset named in the path, or 404."""
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.repositories import analyses as analyses_repo
 from app.core.services import analyses as analysis_service
-from app.deps import DatasetDep, SessionDep
+from app.deps import DatasetDep, RowId, SessionDep
 
 router = APIRouter(prefix="/api/datasets/{dataset_id}/analyses", tags=["datasets"])
 
@@ -54,6 +54,6 @@ def list_analyses(dataset: DatasetDep, session: SessionDep) -> list[AnalysisOut]
 
 
 @router.get("/{analysis_id}", response_model=AnalysisOut)
-def get_analysis(analysis_id: int, dataset: DatasetDep, session: SessionDep) -> AnalysisOut:
+def get_analysis(analysis_id: RowId, dataset: DatasetDep, session: SessionDep) -> AnalysisOut:
     """One analysis of the dataset."""
     return AnalysisOut.model_validate(analysis_service.get_analysis(session, dataset.id, analysis_id))

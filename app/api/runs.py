@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
 
 from app.api.schemas import MetricOut, RunEventOut, RunOut
 from app.core import workers
 from app.core.repositories import runs as runs_repo
 from app.core.services import runs as run_service
-from app.deps import ResourcesDep, RunDep, SessionDep
+from app.deps import MAX_ROW_ID, ResourcesDep, RunDep, SessionDep
 from app.downloads import adapter_zip_stream
 from worker.trainer.spec import RunSpec
 
@@ -41,7 +43,9 @@ def cancel_run(run: RunDep, session: SessionDep) -> RunOut:
 
 
 @router.get("/{run_id}/metrics", response_model=list[MetricOut])
-def run_metrics(run: RunDep, session: SessionDep, after: int = 0) -> list[MetricOut]:
+def run_metrics(
+    run: RunDep, session: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_ROW_ID)] = 0
+) -> list[MetricOut]:
     """Stored metric points with seq above `after`."""
     return [MetricOut.model_validate(p) for p in runs_repo.metric_points(session, run.id, after)]
 

@@ -40,7 +40,8 @@ class ModelSpec(_Section):
 class DataSpec(_Section):
     """Where the examples come from and how they become tokens."""
 
-    dataset_id: int | None = Field(None, description="Id of a dataset uploaded to the studio.")
+    # The upper bound is the studio's id column (PostgreSQL INTEGER); larger numbers name no dataset.
+    dataset_id: int | None = Field(None, ge=1, le=2**31 - 1, description="Id of a dataset uploaded to the studio.")
     path: str | None = Field(
         None,
         description="Local JSONL file in the studio's canonical form (set by the worker; the CLI fills it "
