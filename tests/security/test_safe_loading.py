@@ -1,0 +1,91 @@
+"""Nothing user-supplied is unpickled: a booby-trapped pickle is refused under any name, and no unsafe loader exists."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app.core.models import Blob, BlobChunk, Dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+# Loaders that run code from the data (pickle, torch.load, unsafe YAML) and shells that parse user strings.
+FORBIDDEN = {
+    "torch.load": r"\btorch\.load\(",
+    "pickle.load(s)": r"\b(c?pickle|dill|joblib)\.loads?\(",
+    "shell=True": r"shell\s*=\s*True",
+    "yaml.load": r"\byaml\.(unsafe_)?load\(",
+    "numpy allow_pickle": r"allow_pickle\s*=\s*True",
+}
+
+
+class _Booby:
+    """Unpickling this calls open(marker, "w"), so the marker file appears if anything ever unpickles it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+def _payloads(marker: Path) -> list[tuple[str, str, bytes]]:
+    body = pickle.dumps(_Booby(marker), protocol=4)
+    text = pickle.dumps(_Booby(marker), protocol=0)  # protocol 0 is ASCII: no binary magic to spot
+    return [
+        ("jsonl", "data.jsonl", body),
+        ("json", "data.json", body),
+        ("pkl", "data.pkl", body),
+        ("parquet-name", "data.parquet", body),
+        ("parquet-magic", "data.parquet", b"PAR1" + body + b"PAR1"),
+        ("protocol-0-jsonl", "data.jsonl", text),
+        ("protocol-0-csv", "data.csv", text),
+    ]
+
+
+CASES = ["jsonl", "json", "pkl", "parquet-name", "parquet-magic", "protocol-0-jsonl", "protocol-0-csv"]
+
+
+def _counts(session) -> tuple[int, ...]:
+    session.rollback()
+    return tuple(session.scalar(select(func.count()).select_from(m)) for m in (Dataset, Blob, BlobChunk))
+
+
+def test_the_booby_trap_works(tmp_path: Path) -> None:
+    marker = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Booby(marker)))  # noqa: S301 - proves the payload is live
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_malicious_pickle_is_refused_and_never_unpickled(client, session, tmp_path: Path, case: str) -> None:
+    marker = tmp_path / "pwned"
+    _, filename, body = next(p for p in _payloads(marker) if p[0] == case)
+    before = _counts(session)
+    response = client.post("/api/datasets", files={"file": (filename, body)})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["code"] and response.json()["error"]["message"]
+    assert not marker.exists()
+    assert _counts(session) == before
+
+
+def _sources() -> list[Path]:
+    return sorted(p for folder in ("app", "worker") for p in (ROOT / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("what", list(FORBIDDEN))
+def test_no_unsafe_loader_in_the_source(what: str) -> None:
+    pattern = re.compile(FORBIDDEN[what])
+    hits = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in _sources()
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    advice = "load with safetensors / json / yaml.safe_load and pass argv lists"
+    assert not hits, f"{what} found; {advice}:\n" + "\n".join(hits)
+
+
+def test_adapters_are_saved_as_safetensors() -> None:
+    saves = [line for path in _sources() for line in path.read_text(encoding="utf-8").splitlines()
+             if "model.save_pretrained(" in line]
+    assert saves and all("safe_serialization=True" in line or "safetensors" in line for line in saves), saves
