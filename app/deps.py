@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -43,6 +43,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # Ids are PostgreSQL INTEGER columns: a larger number names no row, and would overflow the driver (a 500).
 MAX_ROW_ID = 2**31 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+OptionalRowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)]
 
 
 def get_run(run_id: RowId, session: SessionDep) -> Run:

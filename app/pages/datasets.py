@@ -14,7 +14,7 @@ from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
 from app.core.repositories import catalog
 from app.core.services import analyses as analysis_service
 from app.core.services import datasets as dataset_service
-from app.deps import DatasetDep, SessionDep
+from app.deps import DatasetDep, OptionalRowIdQuery, RowId, SessionDep
 from app.pages.forms import FormDep
 from app.pages.templating import render
 from app.uploads import spooled_upload
@@ -50,7 +50,7 @@ async def upload(request: Request, session: SessionDep) -> Response:
 
 @router.get("/datasets/{dataset_id}")
 def dataset_page(request: Request, dataset: DatasetDep, session: SessionDep, page: int = 1,
-                 analysis: int | None = None) -> HTMLResponse:
+                 analysis: OptionalRowIdQuery = None) -> HTMLResponse:
     """A dataset's facts, a page of its rows, and its doctor (the chosen or latest analysis)."""
     chosen = (analysis_service.get_analysis(session, dataset.id, analysis) if analysis
               else analysis_service.latest_analysis(session, dataset.id))
@@ -69,7 +69,7 @@ def analyze(request: Request, dataset: DatasetDep, session: SessionDep, form: Fo
 
 
 @router.get("/datasets/{dataset_id}/analysis/{analysis_id}")
-def analysis_partial(request: Request, dataset: DatasetDep, session: SessionDep, analysis_id: int) -> HTMLResponse:
+def analysis_partial(request: Request, dataset: DatasetDep, session: SessionDep, analysis_id: RowId) -> HTMLResponse:
     """The doctor's section alone: polled by htmx while the analysis is queued or running."""
     chosen = analysis_service.get_analysis(session, dataset.id, analysis_id)
     return render(request, "datasets/_analysis.html", {"dataset": dataset, **_analysis_context(session, chosen)})

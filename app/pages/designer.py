@@ -17,7 +17,7 @@ from app.core.errors import StudioError
 from app.core.repositories import catalog
 from app.core.services import estimates as estimate_service
 from app.core.services import runs as run_service
-from app.deps import SessionDep
+from app.deps import OptionalRowIdQuery, SessionDep
 from app.pages import spec_form
 from app.pages.forms import FormDep
 from app.pages.templating import render
@@ -57,13 +57,15 @@ def _estimate(session: Session, values: dict[str, Any], device: str, devices: di
     return estimate_service.estimate_run(session, spec, profile)
 
 
-def _create(session: Session, spec: RunSpec) -> Response:
-    run = run_service.create_run(session, spec)
+def _create(request: Request, session: Session, spec: RunSpec) -> Response:
+    # The live workers, so a setting none of them can run is refused here as it is by the API.
+    live = workers.live_workers(request.app.state.resources.redis)
+    run = run_service.create_run(session, spec, live)
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 
 @router.get("/runs/new")
-def new_run(request: Request, session: SessionDep, clone: int | None = None, preset: str = "") -> HTMLResponse:
+def new_run(request: Request, session: SessionDep, clone: OptionalRowIdQuery = None, preset: str = "") -> HTMLResponse:
     """The empty designer, one pre-filled from an earlier run's spec, or one set up by a preset."""
     values = spec_form.from_spec(run_service.get_run(session, clone).spec) if clone else spec_form.defaults()
     return _designer(request, session, _with_preset(values, preset), preset=preset)
@@ -109,7 +111,7 @@ def export_yaml(request: Request, session: SessionDep, form: FormDep) -> Respons
 def create_from_form(request: Request, session: SessionDep, form: FormDep) -> Response:
     """Validate the designer's fields as a RunSpec and queue the run; on errors show them by their fields."""
     try:
-        return _create(session, RunSpec.model_validate(spec_form.parse(form)))
+        return _create(request, session, RunSpec.model_validate(spec_form.parse(form)))
     except ValidationError as exc:
         errors, status = spec_form.field_errors(exc), 422
     except StudioError as exc:
@@ -122,7 +124,7 @@ def create_from_yaml(request: Request, session: SessionDep, form: FormDep) -> Re
     """Queue a run from a YAML spec (the format of presets and `lorastudio train`)."""
     text = form.get("spec_yaml", "")
     try:
-        return _create(session, RunSpec.from_yaml(text))
+        return _create(request, session, RunSpec.from_yaml(text))
     except yaml.YAMLError as exc:
         errors, status = {"spec_yaml": f"This is not valid YAML: {exc}"}, 422
     except ValidationError as exc:

@@ -136,3 +136,11 @@ def test_run_details_partial_shows_device_and_versions(client, resources, ids) -
     partial = client.get(f"/runs/{run_id}/details")
     assert partial.status_code == 200 and "<html" not in partial.text
     assert "cpu" in partial.text and "w1" in partial.text and "0.21.2" in partial.text
+
+
+def test_huge_ids_in_page_urls_are_a_clear_4xx(client, ids) -> None:
+    huge = 2**63
+    for path in (f"/runs/new?clone={huge}", f"/datasets/{ids['dataset_id']}?analysis={huge}",
+                 f"/datasets/{ids['dataset_id']}/analysis/{huge}", f"/runs/{huge}"):
+        response = client.get(path)
+        assert 400 <= response.status_code < 500, (path, response.status_code)
