@@ -12,6 +12,7 @@ from worker.trainer.callbacks import MetricsCallback, StopCallback
 from worker.trainer.data import PaddingCollator, build_datasets
 from worker.trainer.events import MetricSink
 from worker.trainer.model import load_model, load_tokenizer, optimizer_name, pick_device, supports_bf16
+from worker.trainer.packing import PackingCollator
 from worker.trainer.spec import RunSpec
 
 
@@ -43,9 +44,16 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
         eval_strategy=eval_strategy, eval_steps=t.eval_steps,
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
         seed=t.seed, data_seed=t.seed, use_cpu=device == "cpu",
-        bf16=device == "cuda" and supports_bf16(device), report_to="none", disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        # bf16 autocast (fp32 master weights) wherever matmuls are native in bf16, CPUs with AMX included.
+        bf16=supports_bf16(device), report_to="none", disable_tqdm=True,
+        # A packed row has no padding, and its EOS tokens may share the pad id: count every token then.
+        include_num_input_tokens_seen="all" if spec.data.packing else "non_padding", remove_unused_columns=False,
     )
+
+
+def collator(spec: RunSpec, tokenizer: Any) -> Any:
+    """Packing (no padding at all) or dynamic padding to the longest example of the batch."""
+    return PackingCollator() if spec.data.packing else PaddingCollator(tokenizer.pad_token_id)
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
@@ -71,7 +79,9 @@ def _final(trainer: Any, metrics: MetricsCallback) -> dict[str, Any]:
 
 def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[[], bool] = lambda: False) -> RunResult:
     """Fine-tune spec.model with LoRA/QLoRA on spec.data, save the adapter into out_dir/adapter, and report."""
-    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers import PrinterCallback, set_seed
+
+    from worker.trainer.loss import LabelledLossTrainer
 
     out_dir, device = Path(out_dir), pick_device()
     set_seed(spec.training.seed)
@@ -85,9 +95,9 @@ def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[
     metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(),
                                              "trainable_params": trainable, "total_params": total})
     stop = StopCallback(should_stop)
-    trainer = Trainer(
+    trainer = LabelledLossTrainer(
         model=model, args=training_arguments(spec, out_dir, device, bool(eval_set)), train_dataset=train_set,
-        eval_dataset=eval_set or None, data_collator=PaddingCollator(tokenizer.pad_token_id),
+        eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer),
         processing_class=tokenizer, callbacks=[metrics, stop],
     )
     # With tqdm off the Trainer prints every log dict to stdout; our metrics already go to the sink.

@@ -58,6 +58,11 @@ class DataSpec(_Section):
         description="'completions': loss only on assistant turns / completions (every assistant turn in "
         "multi-turn chats). 'all': loss on the whole text.",
     )
+    packing: bool = Field(
+        True,
+        description="Pack each batch's examples into one sequence, attention kept within each example: "
+        "the same loss with no compute spent on padding.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
