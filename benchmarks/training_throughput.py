@@ -1,0 +1,189 @@
+"""Real tokens/s, peak RSS and loss: the copied recipes (A: pad to 512, B: dynamic padding) vs the studio (C).
+
+Run: .venv/bin/python benchmarks/training_throughput.py [--examples 16] [--batch 8] [--repeats 2]
+(16 examples × 2 repeats take ~13 minutes on 2 CPU cores: recipe A in fp32 runs at ~50 real tokens/s.)
+Every (recipe, method) trains in a fresh subprocess, interleaved A/B/C per repeat, on the first N rows of
+alpaca_en_demo with the same LoRA settings, order and batch size; medians are printed with the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GGUF = Path.home() / ".cache/lorastudio/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL = Path.home() / ".cache/lorastudio/smollm2-hf"
+DATA = ROOT.parent / "shared/datasets/alpaca_en_demo.json"
+MAX_LEN, LR, SEED = 512, 2e-4, 42
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+RECIPES = ("A", "B", "C")
+
+
+def demo_model(folder: Path) -> Path:
+    """The SmolLM2 demo model as a Hugging Face folder, converted from the cached GGUF once."""
+    if not (folder / "config.json").is_file():
+        from worker.trainer.gguf import convert_gguf
+
+        convert_gguf(GGUF, folder)
+    return folder
+
+
+def canonical_rows(dest: Path, n: int) -> Path:
+    """The first n Alpaca rows in the studio's canonical (messages) form."""
+    from app.core.datasets import inspect_dataset, write_canonical_jsonl
+
+    found = inspect_dataset(DATA, DATA.name)
+    write_canonical_jsonl(DATA, found.file_type, found.format, dest.with_suffix(".all"))
+    lines = dest.with_suffix(".all").read_text(encoding="utf-8").splitlines()[:n]
+    dest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+def recipe_dataset(tokenizer, rows: Path, pad_to_max: bool) -> list[dict]:
+    """The articles' tokenisation: chat template over prompt+response, labels = ids with padding masked."""
+    out = []
+    for line in rows.read_text(encoding="utf-8").splitlines():
+        text = tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=False)
+        enc = tokenizer(text, truncation=True, max_length=MAX_LEN,
+                        padding="max_length" if pad_to_max else False, add_special_tokens=False)
+        labels = [t if m else -100 for t, m in zip(enc["input_ids"], enc["attention_mask"], strict=True)]
+        out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    return out
+
+
+def recipe_model(method: str):
+    """HF model + PEFT as in the QLoRA/LoRA blog posts (NF4, double quant, bf16 compute for QLoRA)."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if method == "qlora":
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+        model = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                        target_modules="all-linear")
+    return get_peft_model(model, config)
+
+
+def run_recipe(name: str, method: str, rows: Path, batch: int, out: Path) -> dict:
+    """Recipe A or B with a plain transformers Trainer; returns real tokens, seconds and losses."""
+    import torch
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    set_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    data = recipe_dataset(tokenizer, rows, pad_to_max=name == "A")
+    pad = DataCollatorWithPadding(tokenizer)
+
+    def collate(features):  # dynamic padding; labels padded with -100
+        width = max(len(f["input_ids"]) for f in features)
+        labels = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in features])
+        return pad([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features]) | {"labels": labels}
+
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=1,
+                             learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1,
+                             seed=SEED, data_seed=SEED, use_cpu=True, report_to="none", save_strategy="no",
+                             disable_tqdm=True, remove_unused_columns=False)
+    trainer = Trainer(model=recipe_model(method), args=args, train_dataset=data, data_collator=collate)
+    runtime = trainer.train().metrics["train_runtime"]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"tokens": sum(sum(d["attention_mask"]) for d in data), "seconds": runtime, "losses": losses}
+
+
+def run_studio(method: str, rows: Path, batch: int, out: Path) -> dict:
+    """Recipe C: the studio's own trainer with its defaults for this device (same objective: train_on all)."""
+    from worker.trainer.events import ListSink
+    from worker.trainer.loop import train
+    from worker.trainer.spec import RunSpec
+
+    spec = RunSpec.model_validate({
+        "method": method, "model": {"base_model": str(MODEL)}, "lora": LORA,
+        "data": {"path": str(rows), "max_seq_length": MAX_LEN, "train_on": "all"},
+        "training": {"per_device_batch_size": batch, "learning_rate": LR, "seed": SEED}})
+    sink = ListSink()
+    result = train(spec, out, sink)
+    points = sink.metrics()
+    return {"tokens": result.tokens_seen, "seconds": points[-1]["elapsed_s"],
+            "losses": [p["loss"] for p in points if "loss" in p]}
+
+
+def child(name: str, method: str, rows: Path, batch: int) -> None:
+    """One configuration in this (fresh) process; prints one JSON line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run_studio(method, rows, batch, Path(tmp)) if name == "C" else run_recipe(name, method, rows, batch,
+                                                                                    Path(tmp))
+    r["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(r), flush=True)
+
+
+def measure(name: str, method: str, rows: Path, batch: int) -> dict:
+    """Run one configuration in a fresh subprocess and parse its result line."""
+    cmd = [sys.executable, __file__, "--child", name, method, str(rows), "--batch", str(batch)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"{name}/{method} failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(line[7:])
+    r["tps"] = r["tokens"] / r["seconds"]
+    return r
+
+
+def table(results: dict[tuple[str, str], list[dict]]) -> str:
+    """Medians (min–max) per configuration, then the ratios the issue asks for."""
+    fields = ("tps", "peak_mb", "seconds")
+    med = {k: {f: statistics.median(r[f] for r in v) for f in fields} for k, v in results.items()}
+    lines = [f"{'config':<9}{'tokens/s (min-max)':>24}{'peak MB (min-max)':>22}{'real tok':>10}"
+             f"{'last loss':>11}{'mean loss':>11}"]
+    for (name, method), runs in results.items():
+        tps, mb = [r["tps"] for r in runs], [r["peak_mb"] for r in runs]
+        losses = runs[0]["losses"]
+        lines.append(f"{name}/{method:<7}{med[name, method]['tps']:>9.0f} ({min(tps):.0f}-{max(tps):.0f}){'':>3}"
+                     f"{med[name, method]['peak_mb']:>9.0f} ({min(mb):.0f}-{max(mb):.0f}){runs[0]['tokens']:>10}"
+                     f"{losses[-1]:>11.4f}{statistics.fmean(losses):>11.4f}")
+    for method in ("lora", "qlora"):
+        c, a, b = med["C", method], med["A", method], med["B", method]
+        lines.append(f"{method}: tokens/s C/A {c['tps'] / a['tps']:.2f}  C/B {c['tps'] / b['tps']:.2f}   "
+                     f"peak MB C/A {c['peak_mb'] / a['peak_mb']:.2f}  C/B {c['peak_mb'] / b['peak_mb']:.2f}")
+    lines.append(f"C: QLoRA time / LoRA time {med['C', 'qlora']['seconds'] / med['C', 'lora']['seconds']:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=3, metavar=("RECIPE", "METHOD", "ROWS"))
+    parser.add_argument("--examples", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", default="ABC", help="which recipes to run, e.g. 'BC'")
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], args.child[1], Path(args.child[2]), args.batch)
+    demo_model(MODEL)
+    rows = canonical_rows(Path(tempfile.mkdtemp()) / "alpaca.jsonl", args.examples)
+    results: dict[tuple[str, str], list[dict]] = {}
+    started = time.monotonic()
+    for _ in range(args.repeats):
+        for method in ("lora", "qlora"):
+            for name in (n for n in RECIPES if n in args.only):
+                results.setdefault((name, method), []).append(measure(name, method, rows, args.batch))
+                print(f"  {name}/{method}: {results[name, method][-1]['tps']:.0f} tok/s", flush=True)
+    print(table(dict(sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])))))
+    print(f"({args.examples} examples, batch {args.batch}, {args.repeats} repeats, "
+          f"{time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
