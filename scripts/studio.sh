@@ -44,7 +44,11 @@ run_tests() {
   echo "== test suite on SQLite"
   LORASTUDIO_TEST_DB=sqlite "$VENV/bin/pytest" -q tests "$@"
   echo "== database-backed tests on PostgreSQL"
-  LORASTUDIO_TEST_DB=postgresql "$VENV/bin/pytest" -q tests --ignore=tests/trainer "$@"
+  # Tests that never touch the database (trainer, JS, pure parsing, the browser, `up` with its embedded
+  # SQLite) ran above; everything that reads or writes the database runs again on PostgreSQL.
+  LORASTUDIO_TEST_DB=postgresql "$VENV/bin/pytest" -q tests --ignore=tests/trainer --ignore=tests/js \
+    --ignore=tests/browser --ignore=tests/e2e/test_up.py \
+    --ignore=tests/core/test_dataset_formats.py --ignore=tests/core/test_dataset_problems.py "$@"
 }
 
 case "${1:-}" in

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from app.core.config import get_settings
+from app.core.resources import resources
 
 
 def make_celery() -> Celery:
@@ -29,3 +31,11 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+
+
+@worker_process_init.connect
+def _forget_inherited_connections(**_kwargs) -> None:  # noqa: ANN003
+    """A forked pool child must not reuse database connections it inherited from the parent."""
+    res = resources()
+    if "engine" in res.__dict__:  # created before the fork
+        res.engine.dispose(close=False)

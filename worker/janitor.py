@@ -10,8 +10,9 @@ from datetime import timedelta
 from celery.signals import worker_ready
 
 from app.core import jobs
+from app.core.config import get_settings
 from app.core.db import session_scope
-from app.core.resources import resources
+from app.core.resources import Resources
 from app.core.services.runs import reap_lost_runs, redispatch_undelivered
 from app.queue import TaskSender
 
@@ -20,9 +21,8 @@ INTERVAL_S = 15
 REDISPATCH_GRACE_S = 10  # a run younger than this may still be on its way to the queue
 
 
-def sweep() -> list[int]:
+def sweep(res: Resources) -> list[int]:
     """One pass: fail the runs that stopped beating; returns their ids."""
-    res = resources()
     with session_scope(res.session_factory) as session:
         reaped = reap_lost_runs(session, timedelta(seconds=res.settings.lost_after_s))
     for run_id in reaped:
@@ -30,9 +30,8 @@ def sweep() -> list[int]:
     return reaped
 
 
-def redispatch() -> list[int]:
+def redispatch(res: Resources) -> list[int]:
     """Send again the queued runs whose message this Redis does not hold (a failed send, or a restart)."""
-    res = resources()
     broker_id = res.redis.info("server")["run_id"]
     with session_scope(res.session_factory) as session:
         sent = redispatch_undelivered(session, broker_id, timedelta(seconds=REDISPATCH_GRACE_S))
@@ -42,10 +41,13 @@ def redispatch() -> list[int]:
 
 
 def _sweep_forever(stop: threading.Event) -> None:
+    # Its own engine and Redis client: the pool of the process-wide resources() is inherited by the pool
+    # children Celery forks, and a database connection shared across a fork corrupts both sides.
+    res = Resources()
     while not stop.wait(INTERVAL_S):
         for chore in (sweep, redispatch):
             try:
-                chore()
+                chore(res)
             except Exception:  # the database or Redis may be away for a while; try again next round
                 log.warning("janitor %s failed", chore.__name__, exc_info=True)
 
@@ -53,6 +55,6 @@ def _sweep_forever(stop: threading.Event) -> None:
 @worker_ready.connect
 def start_janitor(**_kwargs) -> None:  # noqa: ANN003
     """Sweep periodically while this worker runs (several workers sweeping is harmless: the update is atomic)."""
-    sender = TaskSender(resources().settings)
+    sender = TaskSender(get_settings())
     jobs.configure_sender(sender, probe=sender.available)
     threading.Thread(target=_sweep_forever, args=(threading.Event(),), daemon=True, name="janitor").start()

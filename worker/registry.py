@@ -12,7 +12,7 @@ import threading
 from celery.signals import worker_ready
 
 from app.core import workers
-from app.core.resources import resources
+from app.core.resources import Resources
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 20
@@ -26,9 +26,10 @@ def detect_device() -> dict:
 
 
 def _announce_forever(hostname: str, device: dict, stop: threading.Event) -> None:
+    client = Resources().redis  # its own client, not the one forked pool children inherit
     while not stop.is_set():
         try:
-            workers.announce(resources().redis, hostname, device)
+            workers.announce(client, hostname, device)
         except Exception:  # Redis may be away for a while; try again next round
             log.warning("could not announce worker %s", hostname, exc_info=True)
         stop.wait(INTERVAL_S)

@@ -45,9 +45,9 @@ def test_packed_training_counts_real_tokens_and_matches_padded_losses(make_spec,
 
 
 def test_collator_follows_the_spec(make_spec) -> None:
-    assert isinstance(loop.collator(make_spec(), None), PackingCollator)
-    assert isinstance(loop.collator(make_spec(data={"packing": False}), type("T", (), {"pad_token_id": 0})()),
-                      PaddingCollator)
+    tokenizer = type("T", (), {"pad_token_id": 0})()
+    assert isinstance(loop.collator(make_spec(data={"packing": True}), None), PackingCollator)
+    assert isinstance(loop.collator(make_spec(), tokenizer), PaddingCollator)  # packing is opt-in for now
 
 
 def test_bf16_autocast_where_the_cpu_supports_it(make_spec, tmp_path) -> None:

@@ -59,9 +59,10 @@ class DataSpec(_Section):
         "multi-turn chats). 'all': loss on the whole text.",
     )
     packing: bool = Field(
-        True,
+        False,
         description="Pack each batch's examples into one sequence, attention kept within each example: "
-        "the same loss with no compute spent on padding.",
+        "the same loss with no compute spent on padding. Off by default: the packed row is not yet capped "
+        "at max_seq_length, so attention memory grows with the whole batch's length.",
     )
 
     @model_validator(mode="after")
