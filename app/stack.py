@@ -97,6 +97,22 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Block until the web app at url answers /healthz; fail early if its process exits."""
+    import httpx  # noqa: PLC0415 - only the starters of a web process need it
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the web server exited during start-up (code {proc.returncode})")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer /healthz within {timeout:.0f} s")
+
+
 def worker_argv(queue: str, concurrency: int = 1) -> list[str]:
     """A Celery worker for training tasks: one task per child process."""
     return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue, "--pool", "prefork",

@@ -17,7 +17,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.core import schema  # noqa: E402
-from app.stack import Stack, free_port, web_argv, worker_argv  # noqa: E402
+from app.stack import Stack, free_port, wait_for_http, web_argv, worker_argv  # noqa: E402
 from tests.support.studio import CHAT_ROWS, run_spec  # noqa: E402
 from tests.support.tiny_model import build_tiny_model  # noqa: E402
 
@@ -60,14 +59,9 @@ def start_studio(tmp: Path) -> tuple[Stack, str]:
     env["REDIS_URL"] = stack.start_redis(tmp, env)
     stack.start("worker", worker_argv("training"), env, tmp / "worker.log")
     port = free_port()
-    stack.start("web", web_argv("127.0.0.1", port), env, tmp / "web.log")
+    web = stack.start("web", web_argv("127.0.0.1", port), env, tmp / "web.log")
     base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    wait_for_http(base, web)
     return stack, base
 
 

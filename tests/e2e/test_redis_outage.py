@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from app.core.config import Settings
-from app.stack import Stack, free_port, redis_server_binary, web_argv, worker_argv
+from app.stack import Stack, free_port, redis_server_binary, wait_for_http, web_argv, worker_argv
 from tests.support.studio import CHAT_ROWS, LiveStudio, run_spec
 
 pytestmark = pytest.mark.e2e
@@ -47,14 +47,9 @@ def studio_with_own_redis(settings: Settings, tmp_path: Path) -> Iterator[tuple[
     stack, web_port = Stack(), free_port()
     try:
         stack.start("worker", worker_argv(env["LORASTUDIO_QUEUE"]), env, tmp_path / "worker.log")
-        stack.start("web", web_argv("127.0.0.1", web_port), env, tmp_path / "web.log")
+        web = stack.start("web", web_argv("127.0.0.1", web_port), env, tmp_path / "web.log")
         url = f"http://127.0.0.1:{web_port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_for_http(url, web)
         with httpx.Client(base_url=url, timeout=60) as http:
             yield LiveStudio(url=url, http=http, worker_log=tmp_path / "worker.log"), port, redis_procs
     finally:

@@ -8,10 +8,9 @@ import json
 import zipfile
 
 import pytest
-from sqlalchemy import func, select
 
 from app.core.datasets.limits import DEFAULT_LIMITS
-from app.core.models import Blob, BlobChunk, Dataset
+from tests.support.uploads import assert_refused, stored_counts
 
 BOM = b"\xef\xbb\xbf"
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -108,31 +107,13 @@ CASES = [
 ]
 
 
-def _counts(session) -> tuple[int, ...]:
-    session.rollback()  # a fresh snapshot: the app commits on its own connection
-    return tuple(session.scalar(select(func.count()).select_from(m)) for m in (Dataset, Blob, BlobChunk))
-
-
-def _assert_refused(response, code: str | None, line: int | None = None, field: str | None = None) -> dict:
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
-    error = response.json()["error"]
-    assert error["code"] and error["message"], error
-    if code:
-        assert error["code"] == code, error
-    if line:
-        assert error["line"] == line, error
-    if field:
-        assert error["field"] == field, error
-    return error
-
-
 @pytest.mark.parametrize(("filename", "body", "code", "line", "field"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_hostile_upload_is_refused_and_nothing_is_stored(client, session, filename, body, code, line, field) -> None:
-    before = _counts(session)
+    before = stored_counts(session)
     response = client.post("/api/datasets", files={"file": (filename, body)})
-    _assert_refused(response, code, line, field)
-    assert _counts(session) == before
+    assert_refused(response, code, line, field)
+    assert stored_counts(session) == before
 
 
 FORM_CASES = [
@@ -146,18 +127,18 @@ FORM_CASES = [
 
 @pytest.mark.parametrize(("kwargs", "code"), [c[1:] for c in FORM_CASES], ids=[c[0] for c in FORM_CASES])
 def test_malformed_multipart_is_refused(client, session, kwargs: dict, code: str | None) -> None:
-    before = _counts(session)
-    _assert_refused(client.post("/api/datasets", **kwargs), code)
-    assert _counts(session) == before
+    before = stored_counts(session)
+    assert_refused(client.post("/api/datasets", **kwargs), code)
+    assert stored_counts(session) == before
 
 
 @pytest.mark.parametrize("query", ["", "?filename=", "?filename=../", "?filename=%00"],
                          ids=["no-name", "empty-name", "dir-name", "nul-name"])
 def test_raw_body_without_a_usable_name_is_refused(client, session, query: str) -> None:
-    before = _counts(session)
-    _assert_refused(client.post(f"/api/datasets{query}", content=_jsonl({"text": "a"})), "missing_filename", None,
+    before = stored_counts(session)
+    assert_refused(client.post(f"/api/datasets{query}", content=_jsonl({"text": "a"})), "missing_filename", None,
                     "file")
-    assert _counts(session) == before
+    assert stored_counts(session) == before
 
 
 # (id, how it is sent, client file name, stored name); httpx percent-escapes control characters in multipart

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from app.core.models import Blob, BlobChunk, Dataset
+from tests.support.uploads import stored_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 # Loaders that run code from the data (pickle, torch.load, unsafe YAML) and shells that parse user strings.
@@ -49,11 +48,6 @@ def _payloads(marker: Path) -> list[tuple[str, str, bytes]]:
 CASES = ["jsonl", "json", "pkl", "parquet-name", "parquet-magic", "protocol-0-jsonl", "protocol-0-csv"]
 
 
-def _counts(session) -> tuple[int, ...]:
-    session.rollback()
-    return tuple(session.scalar(select(func.count()).select_from(m)) for m in (Dataset, Blob, BlobChunk))
-
-
 def test_the_booby_trap_works(tmp_path: Path) -> None:
     marker = tmp_path / "proof"
     pickle.loads(pickle.dumps(_Booby(marker)))  # noqa: S301 - proves the payload is live
@@ -64,12 +58,12 @@ def test_the_booby_trap_works(tmp_path: Path) -> None:
 def test_malicious_pickle_is_refused_and_never_unpickled(client, session, tmp_path: Path, case: str) -> None:
     marker = tmp_path / "pwned"
     _, filename, body = next(p for p in _payloads(marker) if p[0] == case)
-    before = _counts(session)
+    before = stored_counts(session)
     response = client.post("/api/datasets", files={"file": (filename, body)})
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["code"] and response.json()["error"]["message"]
     assert not marker.exists()
-    assert _counts(session) == before
+    assert stored_counts(session) == before
 
 
 def _sources() -> list[Path]:

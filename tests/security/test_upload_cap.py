@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.stack import free_port, web_argv
+from app.stack import free_port, wait_for_http, web_argv
 
 LIMIT = 32 << 20
 SENT = 200 << 20
@@ -39,23 +38,11 @@ def small_cap_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, 
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        wait_for_http(url, proc)
         yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the web server exited during start-up"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError("the web server did not answer /healthz")
 
 
 def _lines() -> Iterator[bytes]:

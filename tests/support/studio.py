@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.stack import Stack, free_port, web_argv, worker_argv
+from app.stack import Stack, free_port, wait_for_http, web_argv, worker_argv
 
 
 @dataclass
@@ -40,18 +39,6 @@ class LiveStudio:
                              + self.worker_log.read_text()[-4000:])
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the web server exited during start-up"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not come up in {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def live_studio(settings: Settings) -> Iterator[LiveStudio]:
     """Web app + one worker process (two task slots) on the test database and the real Redis."""
@@ -65,7 +52,7 @@ def live_studio(settings: Settings) -> Iterator[LiveStudio]:
         stack.start("worker", worker_argv(settings.queue, concurrency=2), env, worker_log)
         web = stack.start("web", web_argv("127.0.0.1", port), env, settings.data_dir / "web.log")
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url, web)
+        wait_for_http(url, web)
         with httpx.Client(base_url=url, timeout=60) as http:
             yield LiveStudio(url=url, http=http, worker_log=worker_log)
     finally:
