@@ -94,7 +94,8 @@ class Launcher:
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_S
-                if cancel_sent_at is None and self._beat_and_check_cancel():
+                # Beat even after SIGTERM: the trainer may take a while to save the adapter so far.
+                if self._beat_and_check_cancel() and cancel_sent_at is None:
                     cancel_sent_at = now
                     _signal(proc, signal.SIGTERM)
             if cancel_sent_at and now - cancel_sent_at > self.res.settings.cancel_grace_s:
@@ -136,7 +137,8 @@ class Launcher:
         """Record that this run is alive; True if someone asked to cancel it."""
         with session_scope(self.res.session_factory) as session:
             runs_repo.touch(session, self.run_id)
-        return self._cancel_requested()
+            run = session.get(Run, self.run_id)
+            return bool(run and run.cancel_requested)
 
     def _cancel_requested(self) -> bool:
         with session_scope(self.res.session_factory) as session:
