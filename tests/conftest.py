@@ -16,7 +16,7 @@ from app.core import schema
 from app.core.config import Settings
 from app.core.resources import Resources
 
-pytest_plugins = ["tests.support.studio"]
+pytest_plugins = ["tests.support.studio", "tests.support.demo_model"]
 
 PG_ADMIN_URL = os.environ.get("LORASTUDIO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LORASTUDIO_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -94,10 +94,11 @@ def session(resources: Resources) -> Iterator:
 
 @pytest.fixture
 def ids(client, tmp_path: Path) -> dict:
-    """A registered local model folder (an empty config.json: no weights needed) and an uploaded chat dataset."""
+    """A registered local model folder (config.json, empty weights: never opened) and an uploaded chat dataset."""
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")  # registration wants safetensors; the web never opens it
     model = client.post("/api/models", json={"name": f"m-{tmp_path.name}", "ref": str(folder)})
     assert model.status_code == 201, model.text
     row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}

@@ -13,6 +13,11 @@ ADVICE: dict[str, str] = {
     "checkpointing. The traceback tail shows the cause.",
     "worker_lost": "Clone the run to queue it again; if it keeps happening, check the worker's log and memory "
     "(the kernel's out-of-memory killer ends a process without a trace).",
+    "unsafe_weights": "Save the model with safetensors (save_pretrained in a trusted environment) and register "
+    "that folder; pickle-based .bin/.pt weights are never loaded.",
+    "diverged": "Lower training.learning_rate (try 10× lower) or raise warm-up, keep gradient clipping on "
+    "(training.max_grad_norm 1.0), and check the data for empty, duplicated or garbled examples with the dataset "
+    "doctor.",
     "internal_error": "An unexpected error; the traceback tail shows where. Please report it with the run's spec.",
 }
 

@@ -45,6 +45,25 @@ def test_trainer_error_fails_the_run_with_code_and_traceback(live_studio: LiveSt
     assert kinds[0] == "queued" and "started" in kinds and kinds[-1] == "failed", kinds
 
 
+def test_absurd_learning_rate_fails_as_diverged(live_studio: LiveStudio, studio_objects: dict,
+                                                demo_model_dir: Path) -> None:
+    http = live_studio.http
+    model = http.post("/api/models", json={"name": f"smollm2-{time.time_ns()}", "ref": str(demo_model_dir)})
+    assert model.status_code == 201, model.text
+    spec = run_spec(studio_objects["dataset_id"], model.json()["name"], "lora", 20)
+    spec["training"]["learning_rate"] = 1.0  # absurd for a pretrained model: its loss leaps far above the start
+    run_id = http.post("/api/runs", json=spec).json()["id"]
+    run = live_studio.wait_for(run_id, {"succeeded", "failed", "cancelled"})
+    assert run["status"] == "failed" and run["error_code"] == "diverged", run
+    assert "exploded" in run["error_message"] or "became" in run["error_message"]
+    assert "learning_rate" in run["error_advice"]
+    assert run["current_step"] < 20
+    assert http.get(f"/api/runs/{run_id}/adapter").status_code == 409  # a diverged adapter is never offered
+    losses = [p["values"]["loss"] for p in http.get(f"/api/runs/{run_id}/metrics").json()
+              if "loss" in p["values"]]
+    assert losses and losses[-1] > 4 * losses[0]  # the curve that shows why stays on the run page
+
+
 def _cli(*args: str, server: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, **({"LORASTUDIO_SERVER": server} if server else {})}
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,

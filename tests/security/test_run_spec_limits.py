@@ -78,6 +78,7 @@ def test_max_length_above_the_models_context_names_the_context(client, session, 
     folder = tmp_path / "short-context"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    (folder / "model.safetensors").write_bytes(b"")  # registration wants safetensors; the web never opens it
     name = f"short-{uuid.uuid4().hex[:6]}"
     assert client.post("/api/models", json={"name": name, "ref": str(folder)}).status_code == 201
     spec = _spec(ids, model={"base_model": name}, data={"max_seq_length": 1024})

@@ -83,3 +83,47 @@ def test_adapters_are_saved_as_safetensors() -> None:
     saves = [line for path in _sources() for line in path.read_text(encoding="utf-8").splitlines()
              if "model.save_pretrained(" in line]
     assert saves and all("safe_serialization=True" in line or "safetensors" in line for line in saves), saves
+
+
+def _pickle_weights_model(tiny_model_dir: Path, folder: Path, marker: Path) -> Path:
+    """The tiny model's config and tokenizer, with its weights replaced by a booby-trapped pytorch_model.bin."""
+    folder.mkdir()
+    for item in tiny_model_dir.iterdir():
+        if item.is_file() and item.suffix != ".safetensors":
+            (folder / item.name).write_bytes(item.read_bytes())
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Booby(marker), protocol=4))
+    return folder
+
+
+def test_model_with_pickle_weights_is_refused_at_registration(client, tiny_model_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    folder = _pickle_weights_model(tiny_model_dir, tmp_path / "model", marker)
+    response = client.post("/api/models", json={"name": "pickled", "ref": str(folder)})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unsafe_weights" and error["field"] == "ref" and "safetensors" in error["message"]
+    assert not marker.exists()
+
+
+def test_trainer_never_unpickles_base_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import worker.trainer.loop as loop
+    from tests.support.tiny_model import tiny_chat_dataset
+    from worker.trainer.errors import TrainerError
+    from worker.trainer.events import ListSink
+    from worker.trainer.spec import RunSpec
+
+    marker = tmp_path / "pwned"
+    folder = _pickle_weights_model(tiny_model_dir, tmp_path / "model", marker)
+    data = tiny_chat_dataset(tmp_path / "chat.jsonl", 8)
+    spec = RunSpec.model_validate({"model": {"base_model": str(folder)},
+                                   "data": {"path": str(data)}, "training": {"max_steps": 1}})
+    with pytest.raises(TrainerError) as failure:
+        loop.train(spec, tmp_path / "out", ListSink())
+    assert failure.value.code == "unsafe_weights"
+    assert not marker.exists()
+    # Even past our own check, transformers is told to load safetensors only and refuses the pickle.
+    from transformers import AutoModelForCausalLM
+
+    with pytest.raises(OSError):
+        AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    assert not marker.exists()

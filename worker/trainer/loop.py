@@ -10,7 +10,9 @@ from typing import Any
 from worker.trainer.artifacts import library_versions, save_adapter
 from worker.trainer.callbacks import MetricsCallback, StopCallback
 from worker.trainer.data import PaddingCollator, build_datasets
+from worker.trainer.errors import TrainerError
 from worker.trainer.events import MetricSink
+from worker.trainer.guard import DivergenceGuard
 from worker.trainer.model import load_model, load_tokenizer, optimizer_name, pick_device, supports_bf16
 from worker.trainer.packing import PackingCollator
 from worker.trainer.spec import RunSpec
@@ -47,6 +49,8 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
         # bf16 autocast (fp32 master weights) wherever matmuls are native in bf16, CPUs with AMX included.
         bf16=supports_bf16(device), report_to="none", disable_tqdm=True,
         # A packed row has no padding, and its EOS tokens may share the pad id: count every token then.
+        # Keep NaN/inf in the logs (the default swaps them for the running mean) so the guard sees them.
+        logging_nan_inf_filter=False,
         include_num_input_tokens_seen="all" if spec.data.packing else "non_padding", remove_unused_columns=False,
     )
 
@@ -95,14 +99,17 @@ def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[
     metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(),
                                              "trainable_params": trainable, "total_params": total})
     stop = StopCallback(should_stop)
+    guard = DivergenceGuard(spec.training.divergence_factor)
     trainer = LabelledLossTrainer(
         model=model, args=training_arguments(spec, out_dir, device, bool(eval_set)), train_dataset=train_set,
         eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer),
-        processing_class=tokenizer, callbacks=[metrics, stop],
+        processing_class=tokenizer, callbacks=[metrics, stop, guard],
     )
     # With tqdm off the Trainer prints every log dict to stdout; our metrics already go to the sink.
     trainer.remove_callback(PrinterCallback)
     trainer.train()
+    if guard.reason:
+        raise TrainerError("diverged", f"Training diverged: {guard.reason}. The adapter was not saved.")
     if eval_set and not stop.stopped and _last_eval_step(trainer) != trainer.state.global_step:
         trainer.evaluate()  # the final eval loss belongs to the final weights
     final = _final(trainer, metrics)

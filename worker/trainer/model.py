@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,11 +121,23 @@ def disable_cpu_weight_repacking(model: torch.nn.Module) -> int:
     return len(layers)
 
 
+def _require_safetensors(ref: str) -> None:
+    """Refuse a local folder whose weights are only pickles, with a message that says what to do."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        raise TrainerError("unsafe_weights", f"{folder} has no .safetensors weights; the studio never loads "
+                           ".bin/.pt pickles. Convert the model to safetensors in a trusted environment.")
+
+
 def _base_model(spec: RunSpec, device: str) -> Any:
     """The frozen base: 4-bit for QLoRA, else full precision (bfloat16 on capable GPUs)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = _source(spec)
+    if not spec.model.gguf_file:
+        # Never unpickle weights: .bin/.pt files can run code when loaded. (GGUF holds no pickles.)
+        kwargs["use_safetensors"] = True
+        _require_safetensors(spec.model.base_model)
     if spec.method == "qlora":
         kwargs["quantization_config"] = quantization_config(spec, device)
         kwargs["device_map"] = {"": device}

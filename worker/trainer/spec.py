@@ -140,6 +140,11 @@ class TrainingSpec(_Section):
     )
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: at the end only).")
     seed: int = Field(42, description="Seed for data order, LoRA initialisation and dropout.")
+    divergence_factor: float | None = Field(
+        4.0, gt=1.0, le=1000.0,
+        description="Fail the run as diverged when a training loss exceeds this multiple of the first logged "
+        "loss (NaN/inf losses or gradient norms always fail it); null turns the explosion test off.",
+    )
 
 
 class RunSpec(_Section):

@@ -40,4 +40,9 @@ def _check_folder(folder: Path, gguf_file: str | None) -> Path:
     if not gguf_file and not (folder / "config.json").is_file():
         raise StudioError("invalid", "not_a_model_folder", f"{folder} has no config.json; point to a saved "
                           "Hugging Face model folder, or name its GGUF file.", field="ref")
+    if not gguf_file and not any(folder.glob("*.safetensors")):
+        # .bin/.pt weights are pickles, which can run code when loaded; the trainer only loads safetensors.
+        raise StudioError("invalid", "unsafe_weights", f"{folder} has no .safetensors weights. The studio loads "
+                          "only safetensors; convert the model (load it and save_pretrained it in a trusted "
+                          "environment) or point to its GGUF file.", field="ref")
     return folder
