@@ -4,7 +4,6 @@ and an adapter, and an API token, all made through the services as the studio ma
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,16 +85,3 @@ def _finish(resources: Resources, run_id: int, folder: Path) -> None:
         blob = blobs.put_file(session, weights, "application/octet-stream")
         session.add(Artifact(run_id=run_id, kind="adapter", name=weights.name, blob_id=blob.id, size=blob.size))
         runs.finish_run(session, run_id, RunStatus.succeeded, {"steps": 2, "train_loss": 1.5})
-
-
-CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]*)"')
-
-
-def log_in(client, username: str, password: str, next_url: str = "/") -> str:  # noqa: ANN001
-    """Sign client in through the login form; returns the session's CSRF token, read from a page."""
-    form = client.get("/login")
-    token = CSRF_INPUT.search(form.text).group(1)
-    response = client.post("/login", data={"username": username, "password": password, "csrf_token": token,
-                                           "next": next_url}, follow_redirects=False)
-    assert response.status_code == 303, response.text
-    return CSRF_INPUT.search(client.get("/account").text).group(1)

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from app.auth import PUBLIC_MOUNTS, PUBLIC_PATHS
-from tests.security.conftest import Owned, log_in
-from tests.support.accounts import Account
+from tests.security.conftest import Owned
+from tests.support.accounts import Account, log_in
 
 PARAM = re.compile(r"{(\w+)}")
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}

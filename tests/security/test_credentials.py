@@ -11,8 +11,7 @@ from sqlalchemy import select, text
 from app.core.db import session_scope
 from app.core.models import ApiToken, User, WebSession
 from app.core.services import api_tokens
-from tests.security.conftest import log_in
-from tests.support.accounts import Account, create_account
+from tests.support.accounts import Account, create_account, log_in
 
 
 def _dump(resources, table: str) -> str:  # noqa: ANN001
