@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.schemas import MetricOut, RunEventOut, RunOut
 from app.core import workers
+from app.core.models import RunStatus
 from app.core.repositories import runs as runs_repo
 from app.core.services import runs as run_service
 from app.deps import MAX_ROW_ID, CurrentUser, ResourcesDep, RunDep, SessionDep
@@ -25,8 +26,8 @@ def create_run(spec: RunSpec, session: SessionDep, res: ResourcesDep, user: Curr
 
 
 @router.get("", response_model=list[RunOut])
-def list_runs(session: SessionDep, user: CurrentUser, status: str | None = None) -> list[RunOut]:
-    """The user's runs (an admin's: all), newest first, optionally of one status."""
+def list_runs(session: SessionDep, user: CurrentUser, status: RunStatus | None = None) -> list[RunOut]:
+    """The user's runs (an admin's: all), newest first, optionally of one status (an unknown one is a 422)."""
     return [RunOut.model_validate(r) for r in runs_repo.list_recent(session, status, user=user)]
 
 
