@@ -46,8 +46,8 @@ def _form(request: Request, token: str, next_url: str, username: str = "", error
 
 @router.get("/login")
 def login_page(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 - the query parameter's name
-    """The login form."""
-    return _form(request, new_secret(), next)
+    """The login form (the browser's pending login token is kept, so two open login tabs both work)."""
+    return _form(request, request.cookies.get(LOGIN_COOKIE) or new_secret(), next)
 
 
 @router.post("/login")
