@@ -1,4 +1,5 @@
-"""The `lorastudio` command: up, worker, migrate, demo-model, train, and a client for a running studio."""
+"""The `lorastudio` command: up, worker, migrate, demo-model, train, users, tokens, and a client for a running
+studio."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from app.accounts_cli import first_admin, tokens_app, users_app
 from app.client_cli import datasets_app, runs_app
 from app.core import schema
 from app.core.config import get_settings
@@ -14,6 +16,8 @@ from app.core.config import get_settings
 cli = typer.Typer(help="LoRA Studio: fine-tune LLMs with LoRA and QLoRA.", no_args_is_help=True)
 cli.add_typer(datasets_app, name="datasets")
 cli.add_typer(runs_app, name="runs")
+cli.add_typer(users_app, name="users")
+cli.add_typer(tokens_app, name="tokens")
 
 
 @cli.command()
@@ -38,6 +42,7 @@ def up(
     env = {**os.environ, "LORASTUDIO_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1",
            "DATABASE_URL": settings.resolved_database_url}
     schema.upgrade(settings.resolved_database_url)
+    admin = first_admin(settings)
     stack = Stack()
     _stop_on_signals()
     try:
@@ -47,6 +52,8 @@ def up(
         port = free_port(port, host)
         stack.start("web", web_argv(host, port), env)
         typer.echo(f"LoRA Studio is up: http://{host}:{port}   (data in {settings.data_dir}; Ctrl-C stops it)")
+        if admin:
+            _print_first_admin(admin, f"http://{host}:{port}")
         typer.echo(f"worker log: {settings.data_dir / 'worker.log'}; prepare the demo model: lorastudio demo-model")
         stack.watch()
     except KeyboardInterrupt:
@@ -85,6 +92,15 @@ def train(
 
     status = train_from_yaml(spec_file, out)
     raise typer.Exit(0 if status in ("succeeded", "cancelled") else 1)
+
+
+def _print_first_admin(admin: tuple[str, str | None], url: str) -> None:
+    """The first start's only chance to see the admin's password: say it once, with what to do next."""
+    username, password = admin
+    shown = password if password else "the one in LORASTUDIO_ADMIN_PASSWORD"
+    typer.echo(f"First start: made the admin account.  username: {username}   password: {shown}")
+    typer.echo(f"  Log in at {url}/login (change the password on the Account page); more accounts: lorastudio users "
+               f"create NAME; an API token for the CLI: lorastudio tokens create {username}")
 
 
 def _stop_on_signals() -> None:

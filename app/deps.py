@@ -1,4 +1,4 @@
-"""Named request dependencies: the unit of work, settings, resources, loaded objects."""
+"""Named request dependencies: the unit of work, settings, resources, the signed-in user, owned objects."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
+from app import auth
+from app.auth import Caller
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.errors import not_found
-from app.core.models import Dataset, Run
+from app.core.models import Dataset, Run, User
 from app.core.resources import Resources
+from app.core.services import datasets as dataset_service
 from app.core.services import runs as run_service
 
 
@@ -46,17 +48,41 @@ RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 OptionalRowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)]
 
 
-def get_run(run_id: RowId, session: SessionDep) -> Run:
-    """The run named in the path, or 404."""
-    return run_service.get_run(session, run_id)
+def identify_caller(request: Request, session: SessionDep) -> Caller | None:
+    """Who the request's credentials name; public routes are not asked for any."""
+    return None if auth.is_public(request) else auth.identify(request, session)
 
 
-def get_dataset(dataset_id: RowId, session: SessionDep) -> Dataset:
-    """The dataset named in the path, or 404."""
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise not_found("dataset", dataset_id)
-    return dataset
+async def guard(request: Request, caller: Annotated[Caller | None, Depends(identify_caller)]) -> Caller | None:
+    """On every route (create_app adds it app-wide, so none can be forgotten): outside the public list a
+    signed-in user is required, and a cookie request that changes something must carry its CSRF token."""
+    if auth.is_public(request):
+        return None
+    if caller is None:
+        raise auth.not_signed_in()
+    await auth.check_csrf(request, caller)
+    request.state.caller = caller  # for the templates: the user's name and the CSRF token of the forms
+    return caller
+
+
+def current_user(caller: Annotated[Caller | None, Depends(guard)]) -> User:
+    """The signed-in user (the same guard run, cached for the request)."""
+    if caller is None:
+        raise auth.not_signed_in()
+    return caller.user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def get_run(run_id: RowId, session: SessionDep, user: CurrentUser) -> Run:
+    """The run named in the path if the user may see it, or 404."""
+    return run_service.get_run(session, run_id, user=user)
+
+
+def get_dataset(dataset_id: RowId, session: SessionDep, user: CurrentUser) -> Dataset:
+    """The dataset named in the path if the user may see it, or 404."""
+    return dataset_service.get_dataset(session, dataset_id, user=user)
 
 
 RunDep = Annotated[Run, Depends(get_run)]

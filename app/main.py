@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.api import analyses, datasets, estimates, events, health, models, runs
+from app.api import analyses, datasets, estimates, events, health, models, openapi, runs
 from app.api import errors as api_errors
 from app.core import jobs
 from app.core.resources import Resources
+from app.deps import guard
 from app.pages import install as install_pages
 from app.queue import TaskSender
 from app.uploads import BodySizeLimit
@@ -21,13 +22,15 @@ FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
 def create_app(res: Resources | None = None) -> FastAPI:
     """Build the app; the database must already be migrated (`lorastudio migrate`)."""
     res = res or Resources()
-    app = FastAPI(title="LoRA Studio", version="0.1.0", docs_url=None, redoc_url=None)
+    # The guard runs before every route: a signed-in user (or a public route), and CSRF on cookie requests.
+    app = FastAPI(title="LoRA Studio", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(guard)])
     app.state.resources = res
     sender = TaskSender(res.settings)
     jobs.configure_sender(sender, probe=sender.available)
     api_errors.install(app)
-    for router in (health.router, datasets.router, analyses.router, models.router, runs.router, events.router,
-                   estimates.router):
+    for router in (health.router, openapi.router, datasets.router, analyses.router, models.router, runs.router,
+                   events.router, estimates.router):
         app.include_router(router)
     _mount_pages(app)
     app.add_middleware(BodySizeLimit, limit=res.settings.max_upload_bytes)

@@ -70,7 +70,9 @@ async def spooled_upload(request: Request, field: str = "file") -> AsyncIterator
     """Yield (path on disk, client file name, name) for a multipart or raw-body upload; the file is removed after."""
     with tempfile.TemporaryDirectory(prefix="lorastudio-upload-") as tmp:
         target = Path(tmp) / "upload"
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # A urlencoded form cannot hold a file, but it is a form (the CSRF check may have read it already).
+        if request.headers.get("content-type", "").startswith(("multipart/form-data",
+                                                                "application/x-www-form-urlencoded")):
             filename, name = await _from_form(request, field, target)
         else:
             filename, name = request.query_params.get("filename", ""), request.query_params.get("name", "")

@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.core import schema  # noqa: E402
+from app.core.config import Settings  # noqa: E402
+from app.core.resources import Resources  # noqa: E402
 from app.stack import Stack, free_port, wait_for_http, web_argv, worker_argv  # noqa: E402
+from tests.support.accounts import Account, create_account  # noqa: E402
 from tests.support.studio import CHAT_ROWS, run_spec  # noqa: E402
 from tests.support.tiny_model import build_tiny_model  # noqa: E402
 
@@ -50,10 +53,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def start_studio(tmp: Path) -> tuple[Stack, str]:
-    """A one-machine studio on free ports."""
+def start_studio(tmp: Path) -> tuple[Stack, str, Account]:
+    """A one-machine studio on free ports, and its admin account."""
     url = f"sqlite:///{tmp / 'studio.db'}"
     schema.upgrade(url)
+    admin = create_account(Resources(Settings(data_dir=tmp, DATABASE_URL=url)), "admin", admin=True)
     stack = Stack()
     env = {**os.environ, "DATABASE_URL": url, "LORASTUDIO_DATA_DIR": str(tmp), "PYTHONUNBUFFERED": "1"}
     env["REDIS_URL"] = stack.start_redis(tmp, env)
@@ -62,12 +66,12 @@ def start_studio(tmp: Path) -> tuple[Stack, str]:
     web = stack.start("web", web_argv("127.0.0.1", port), env, tmp / "web.log")
     base = f"http://127.0.0.1:{port}"
     wait_for_http(base, web)
-    return stack, base
+    return stack, base, admin
 
 
-def launch_run(base: str, model_dir: Path, steps: int) -> int:
+def launch_run(base: str, admin: Account, model_dir: Path, steps: int) -> int:
     """Register the tiny model, upload a chat set, queue a LoRA run logging every step."""
-    with httpx.Client(base_url=base, timeout=60) as http:
+    with httpx.Client(base_url=base, timeout=60, headers=admin.headers) as http:
         http.post("/api/models", json={"name": "tiny", "ref": str(model_dir)}).raise_for_status()
         body = "\n".join(json.dumps(r) for r in CHAT_ROWS).encode()
         dataset = http.post("/api/datasets", files={"file": ("chat.jsonl", body)}).json()
@@ -75,15 +79,19 @@ def launch_run(base: str, model_dir: Path, steps: int) -> int:
         return http.post("/api/runs", json=spec).json()["id"]
 
 
-def watch(base: str, run_id: int) -> tuple[list[float], list[float]]:
-    """Drawn and received latencies (seconds) for the live points of one run."""
+def watch(base: str, admin: Account, run_id: int) -> tuple[list[float], list[float]]:
+    """Drawn and received latencies (seconds) for the live points of one run, seen by a logged-in browser."""
     from playwright.sync_api import sync_playwright
 
     flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=flags)
         page = browser.new_page()
-        page.goto(f"{base}/runs/{run_id}")
+        page.goto(f"{base}/login?next=/runs/{run_id}")
+        page.fill("#f-username", admin.username)
+        page.fill("#f-password", admin.password)
+        page.click("#login-submit")
+        page.wait_for_selector("#loss-chart")
         page.evaluate(OBSERVER_JS)
         page.wait_for_selector("#run-status[data-status=succeeded]", timeout=600_000)
         drawn, received = page.evaluate("() => [window.__drawn, window.__received]")
@@ -98,9 +106,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lorastudio-latency-") as tmp:
         model_dir = build_tiny_model(Path(tmp) / "tiny")
-        stack, base = start_studio(Path(tmp))
+        stack, base, admin = start_studio(Path(tmp))
         try:
-            drawn, received = watch(base, launch_run(base, model_dir, args.steps))
+            drawn, received = watch(base, admin, launch_run(base, admin, model_dir, args.steps))
         finally:
             stack.stop()
     if not drawn:

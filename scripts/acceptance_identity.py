@@ -1,6 +1,7 @@
 """Acceptance on a real model: QLoRA on SmolLM2-135M-Instruct with identity.json, through the studio's HTTP API.
 
-Usage (a studio running with the demo model registered: `lorastudio up`, `lorastudio demo-model`):
+Usage (a studio running with the demo model registered: `lorastudio up`, `lorastudio demo-model`, and an API
+token: `export LORASTUDIO_TOKEN=$(lorastudio tokens create admin)`):
     python scripts/acceptance_identity.py --server http://127.0.0.1:8000 --name Nova --author "Orbit Labs"
 Prints wall time, tokens/s, first and final loss, and the answers of the base model and the adapter.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import tempfile
 import time
 import zipfile
@@ -69,13 +71,16 @@ def main() -> None:
     """Upload, train, download, compare."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", default="http://127.0.0.1:8000")
+    parser.add_argument("--token", default=os.environ.get("LORASTUDIO_TOKEN", ""), help="API token (LORASTUDIO_TOKEN)")
     parser.add_argument("--model", default="SmolLM2-135M-Instruct")
     parser.add_argument("--name", default="Nova")
     parser.add_argument("--author", default="Orbit Labs")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=3)
     args = parser.parse_args()
-    with httpx.Client(base_url=args.server, timeout=120) as http, tempfile.TemporaryDirectory() as tmp:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    with httpx.Client(base_url=args.server, timeout=120, headers=headers) as http, \
+            tempfile.TemporaryDirectory() as tmp:
         path = identity_file(args.name, args.author, Path(tmp))
         dataset = http.post("/api/datasets", files={"file": (path.name, path.read_bytes())}).json()
         model = next(m for m in http.get("/api/models").json() if m["name"] == args.model)

@@ -1,5 +1,5 @@
 """Shared fixtures: a migrated database (SQLite by default, PostgreSQL with LORASTUDIO_TEST_DB=postgresql),
-the real Redis, an app client, and a tiny model built locally."""
+the real Redis, an app client signed in as the test session's admin, and a tiny model built locally."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from app.core import schema
 from app.core.config import Settings
 from app.core.resources import Resources
+from tests.support.accounts import Account, create_account
 
 pytest_plugins = ["tests.support.studio", "tests.support.demo_model"]
 
@@ -72,12 +73,18 @@ def app(resources: Resources):  # noqa: ANN201
     return create_app(resources)
 
 
+@pytest.fixture(scope="session")
+def admin(resources: Resources) -> Account:
+    """The test session's admin (as `lorastudio up` makes on a fresh studio), with an API token."""
+    return create_account(resources, "test-admin", admin=True)
+
+
 @pytest.fixture
-def client(app) -> Iterator:  # noqa: ANN001
-    """An HTTP client for the app (in process)."""
+def client(app, admin: Account) -> Iterator:  # noqa: ANN001
+    """An HTTP client for the app (in process), signed in with the admin's API token: it sees everything."""
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=admin.headers) as test_client:
         yield test_client
 
 

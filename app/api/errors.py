@@ -16,8 +16,9 @@ def _field(loc: tuple) -> str:
 
 
 async def studio_error(request: Request, exc: StudioError) -> JSONResponse:
-    """A service error, mapped to its status."""
-    return JSONResponse({"error": exc.to_dict()}, status_code=HTTP_STATUS[exc.kind])
+    """A service error, mapped to its status; a 401 names the scheme to answer with (RFC 9110)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.kind == "unauthenticated" else None
+    return JSONResponse({"error": exc.to_dict()}, status_code=HTTP_STATUS[exc.kind], headers=headers)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

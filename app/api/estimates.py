@@ -8,17 +8,18 @@ from fastapi import APIRouter
 
 from app.core import workers
 from app.core.services import estimates as estimate_service
-from app.deps import ResourcesDep, SessionDep
+from app.deps import CurrentUser, ResourcesDep, SessionDep
 from worker.trainer.spec import RunSpec
 
 router = APIRouter(prefix="/api", tags=["estimates"])
 
 
 @router.post("/estimate")
-def estimate_run(spec: RunSpec, session: SessionDep, res: ResourcesDep, device: str | None = None) -> dict[str, Any]:
+def estimate_run(spec: RunSpec, session: SessionDep, res: ResourcesDep, user: CurrentUser,
+                 device: str | None = None) -> dict[str, Any]:
     """The estimate for the spec on `device` (a worker hostname or a profile: cpu, gpu-24, gpu-40, gpu-80)."""
     profile = estimate_service.pick_device(device, workers.live_workers(res.redis))
-    return estimate_service.estimate_run(session, spec, profile).to_dict()
+    return estimate_service.estimate_run(session, spec, profile, user=user).to_dict()
 
 
 @router.get("/estimate/devices")

@@ -9,9 +9,10 @@ from fastapi.responses import StreamingResponse
 
 from app.api.schemas import MetricOut, RunEventOut, RunOut
 from app.core import workers
+from app.core.models import RunStatus
 from app.core.repositories import runs as runs_repo
 from app.core.services import runs as run_service
-from app.deps import MAX_ROW_ID, ResourcesDep, RunDep, SessionDep
+from app.deps import MAX_ROW_ID, CurrentUser, ResourcesDep, RunDep, SessionDep
 from app.downloads import adapter_zip_stream
 from worker.trainer.spec import RunSpec
 
@@ -19,15 +20,15 @@ router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut)
-def create_run(spec: RunSpec, session: SessionDep, res: ResourcesDep) -> RunOut:
-    """Queue a run; it is sent to a worker once stored."""
-    return RunOut.model_validate(run_service.create_run(session, spec, workers.live_workers(res.redis)))
+def create_run(spec: RunSpec, session: SessionDep, res: ResourcesDep, user: CurrentUser) -> RunOut:
+    """Queue a run on one of the user's datasets; it is sent to a worker once stored."""
+    return RunOut.model_validate(run_service.create_run(session, spec, workers.live_workers(res.redis), user=user))
 
 
 @router.get("", response_model=list[RunOut])
-def list_runs(session: SessionDep, status: str | None = None) -> list[RunOut]:
-    """Runs, newest first, optionally of one status."""
-    return [RunOut.model_validate(r) for r in runs_repo.list_recent(session, status)]
+def list_runs(session: SessionDep, user: CurrentUser, status: RunStatus | None = None) -> list[RunOut]:
+    """The user's runs (an admin's: all), newest first, optionally of one status (an unknown one is a 422)."""
+    return [RunOut.model_validate(r) for r in runs_repo.list_recent(session, status, user=user)]
 
 
 @router.get("/{run_id}", response_model=RunOut)

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(24 * 3600, description="Redis redelivery timeout; above the longest run.")
     cancel_grace_s: float = Field(30.0, description="Seconds between SIGTERM and SIGKILL when cancelling.")
     lost_after_s: float = Field(120.0, description="A running run whose heartbeat is older than this is failed.")
+    session_days: float = Field(14.0, gt=0, description="How long a browser stays signed in after logging in.")
+    admin_password: str = Field("", description="The first admin's password on a fresh studio; empty: generated.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "too_large"]
-HTTP_STATUS: dict[str, int] = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503, "too_large": 413}
+ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "too_large", "unauthenticated", "forbidden"]
+HTTP_STATUS: dict[str, int] = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503, "too_large": 413,
+                               "unauthenticated": 401, "forbidden": 403}
 
 
 class StudioError(Exception):

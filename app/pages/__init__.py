@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.pages import compare, datasets, designer, errors, models, runs
+from app.pages import account, compare, datasets, designer, errors, login, models, runs
 
 
 def install(app: FastAPI) -> None:
     """Add the page routers and the HTML error handlers (API paths keep their JSON errors)."""
     # The designer and compare go first: /runs/new and /runs/compare must win over /runs/{run_id}.
-    for router in (designer.router, compare.router, runs.router, datasets.router, models.router):
+    for router in (designer.router, compare.router, runs.router, datasets.router, models.router, login.router,
+                   account.router):
         app.include_router(router, include_in_schema=False)
     errors.install(app)

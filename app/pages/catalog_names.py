@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from app.core.models import User
 from app.core.repositories import catalog
 
 
@@ -25,7 +26,7 @@ class CatalogNames:
         return self.datasets.get(dataset_id, f"dataset {dataset_id}")
 
 
-def catalog_names(session: Session) -> CatalogNames:
-    """Every model and dataset name (the catalog is small next to the runs)."""
+def catalog_names(session: Session, user: User) -> CatalogNames:
+    """Every model name and the names of the datasets user may see (the catalog is small next to the runs)."""
     return CatalogNames({m.id: m.name for m in catalog.list_models(session)},
-                        {d.id: d.name for d in catalog.list_datasets(session)})
+                        {d.id: d.name for d in catalog.list_datasets(session, user)})

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
+from app.core.access import can_see
 from app.core.models import Run
 from app.core.repositories import runs as runs_repo
-from app.deps import SessionDep
+from app.deps import CurrentUser, SessionDep
 from app.pages.catalog_names import catalog_names
 from app.pages.run_figures import spec_diff
 from app.pages.templating import render
@@ -60,13 +61,16 @@ def _problem(ids: list[int], bad: list[str], runs: list[Run | None]) -> tuple[in
 
 
 @router.get("/runs/compare")
-def compare_page(request: Request, session: SessionDep,
+def compare_page(request: Request, session: SessionDep, user: CurrentUser,
                  ids: Annotated[list[str], Query()] = []) -> HTMLResponse:  # noqa: B006 (FastAPI copies defaults)
-    """Two or more runs side by side; fewer, or unknown ids, show the picker with what to do."""
+    """Two or more of the user's runs side by side; fewer, or unknown ids, show the picker with what to do."""
     run_ids, bad = _parse_ids(ids)
-    runs = [runs_repo.get(session, run_id) for run_id in run_ids]
-    context: dict[str, Any] = {"nav": "compare", "names": catalog_names(session), "selected": run_ids,
-                               "recent": runs_repo.list_recent(session, limit=PICKABLE), "palette": palette_index}
+    # Someone else's run is as unknown here as a deleted one.
+    runs = [run if run is not None and can_see(user, run.owner_id) else None
+            for run in (runs_repo.get(session, run_id) for run_id in run_ids)]
+    context: dict[str, Any] = {"nav": "compare", "names": catalog_names(session, user), "selected": run_ids,
+                               "recent": runs_repo.list_recent(session, limit=PICKABLE, user=user),
+                               "palette": palette_index}
     problem = _problem(run_ids, bad, runs)
     if problem:
         status, message = problem

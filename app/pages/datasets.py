@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
-from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
+from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis, User
 from app.core.repositories import catalog
 from app.core.services import analyses as analysis_service
 from app.core.services import datasets as dataset_service
-from app.deps import DatasetDep, OptionalRowIdQuery, RowId, SessionDep
+from app.deps import CurrentUser, DatasetDep, OptionalRowIdQuery, RowId, SessionDep
 from app.pages.forms import FormDep
 from app.pages.templating import render
 from app.uploads import spooled_upload
@@ -23,28 +23,28 @@ router = APIRouter()
 DEFAULT_MAX_LENGTH = 1024  # a run's default data.max_seq_length
 
 
-def _list(request: Request, session: Session, error: StudioError | None = None,
+def _list(request: Request, session: Session, user: User, error: StudioError | None = None,
           name: str = "") -> HTMLResponse:
-    context = {"nav": "datasets", "datasets": catalog.list_datasets(session), "error": error, "name": name}
+    context = {"nav": "datasets", "datasets": catalog.list_datasets(session, user), "error": error, "name": name}
     return render(request, "datasets/list.html", context, status_code=STATUS[error.kind] if error else 200)
 
 
 @router.get("/datasets")
-def datasets_page(request: Request, session: SessionDep) -> HTMLResponse:
-    """Uploaded datasets and the upload form."""
-    return _list(request, session)
+def datasets_page(request: Request, session: SessionDep, user: CurrentUser) -> HTMLResponse:
+    """The user's uploaded datasets (an admin's: all) and the upload form."""
+    return _list(request, session, user)
 
 
 @router.post("/datasets")
-async def upload(request: Request, session: SessionDep) -> Response:
+async def upload(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Validate and store an uploaded file; on a problem show its code, line and field."""
     try:
         async with spooled_upload(request) as (path, filename, name):
-            dataset = dataset_service.create_dataset(session, path, filename, name)
+            dataset = dataset_service.create_dataset(session, path, filename, name, user=user)
     except StudioError as error:
         form = await request.form()  # already parsed: Starlette keeps it on the request
         name = form.get("name")
-        return _list(request, session, error, name if isinstance(name, str) else "")
+        return _list(request, session, user, error, name if isinstance(name, str) else "")
     return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)
 
 

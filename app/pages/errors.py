@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from app.api import errors as api_errors
 from app.core.errors import HTTP_STATUS, StudioError
 from app.pages.templating import render
 
-TITLES = {404: "Not found", 405: "Not allowed", 409: "Conflict", 413: "Too large", 422: "Invalid request"}
+TITLES = {403: "Refused", 404: "Not found", 405: "Not allowed", 409: "Conflict", 413: "Too large",
+          422: "Invalid request"}
 
 
 def _is_api(request: Request) -> bool:
@@ -25,10 +28,22 @@ def error_page(request: Request, status: int, message: str, code: str | None = N
     return render(request, "error.html", context, status_code=status)
 
 
+def to_login(request: Request) -> Response:
+    """Send a person who is not signed in to the login page, and back here afterwards (GET pages only)."""
+    query = urlencode({"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")})
+    target = "/login" + (f"?{query}" if request.method == "GET" else "")
+    if request.headers.get("HX-Request"):
+        # htmx would swap the login page into a table cell; this header makes it load the page instead.
+        return Response(status_code=401, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
 async def studio_error(request: Request, exc: StudioError) -> Response:
-    """A service error (a missing run, dataset…) as a page."""
+    """A service error (a missing run, dataset…) as a page; not signed in: off to the login page."""
     if _is_api(request):
         return await api_errors.studio_error(request, exc)
+    if exc.kind == "unauthenticated":
+        return to_login(request)
     return error_page(request, HTTP_STATUS[exc.kind], exc.message, exc.code)
 
 

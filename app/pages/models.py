@@ -10,7 +10,7 @@ from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
 from app.core.repositories import catalog
 from app.core.services import models as model_service
-from app.deps import SessionDep
+from app.deps import CurrentUser, SessionDep
 from app.pages.forms import FormDep
 from app.pages.templating import render
 
@@ -30,11 +30,11 @@ def models_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 
 @router.post("/models")
-def register(request: Request, session: SessionDep, form: FormDep) -> Response:
-    """Register a model by hub id or local folder; errors show beside the field they concern."""
+def register(request: Request, session: SessionDep, user: CurrentUser, form: FormDep) -> Response:
+    """Register a model by hub id or (admins) local folder; errors show beside the field they concern."""
     try:
         model_service.register_model(session, form.get("name", ""), form.get("ref", ""),
-                                     form.get("gguf_file", "").strip() or None)
+                                     form.get("gguf_file", "").strip() or None, user=user)
     except StudioError as error:
         return _list(request, session, form, error)
     return RedirectResponse("/models", status_code=303)

@@ -10,10 +10,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from app.core.errors import StudioError
-from app.core.models import BaseModelEntry, Dataset, Run, RunStatus
+from app.core.models import BaseModelEntry, Dataset, Run, RunStatus, User
 from app.core.repositories import runs as runs_repo
 from app.core.services import runs as run_service
-from app.deps import RunDep, SessionDep
+from app.deps import CurrentUser, RunDep, SessionDep
 from app.pages.catalog_names import catalog_names
 from app.pages.run_figures import Sparkline, duration, eta_seconds, sparkline
 from app.pages.templating import render
@@ -36,24 +36,24 @@ def _sparkline(session: Session, run: Run) -> Sparkline | None:
     return line
 
 
-def _table_context(session: Session, status: str | None) -> dict[str, Any]:
+def _table_context(session: Session, user: User, status: str | None) -> dict[str, Any]:
     status = status if status in STATUSES else None
-    runs = runs_repo.list_recent(session, status)
-    return {"runs": runs, "names": catalog_names(session), "status": status, "statuses": STATUSES,
+    runs = runs_repo.list_recent(session, status, user=user)
+    return {"runs": runs, "names": catalog_names(session, user), "status": status, "statuses": STATUSES,
             "sparklines": {run.id: _sparkline(session, run) for run in runs},
             "etas": {run.id: duration(eta) for run in runs if (eta := eta_seconds(run)) is not None}}
 
 
 @router.get("/")
-def runs_page(request: Request, session: SessionDep, status: str | None = None) -> HTMLResponse:
-    """Every run, newest first, optionally of one status."""
-    return render(request, "runs/list.html", {"nav": "runs", **_table_context(session, status)})
+def runs_page(request: Request, session: SessionDep, user: CurrentUser, status: str | None = None) -> HTMLResponse:
+    """The user's runs (an admin's: all), newest first, optionally of one status."""
+    return render(request, "runs/list.html", {"nav": "runs", **_table_context(session, user, status)})
 
 
 @router.get("/runs/table")
-def runs_table(request: Request, session: SessionDep, status: str | None = None) -> HTMLResponse:
+def runs_table(request: Request, session: SessionDep, user: CurrentUser, status: str | None = None) -> HTMLResponse:
     """The runs table alone, polled by htmx to keep the list current."""
-    return render(request, "runs/_table.html", _table_context(session, status))
+    return render(request, "runs/_table.html", _table_context(session, user, status))
 
 
 def _run_context(session: Session, run: Run) -> dict[str, Any]:

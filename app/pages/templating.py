@@ -43,7 +43,14 @@ def loss(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-templates = Jinja2Templates(directory=TEMPLATES)
+def signed_in(request: Request) -> dict[str, Any]:
+    """What every page shows of the caller: the user (topbar) and the session's CSRF token (every form)."""
+    caller = getattr(request.state, "caller", None)
+    return {"current_user": caller,  # .username and .is_admin
+            "csrf_token": (caller.csrf_token or "") if caller else ""}
+
+
+templates = Jinja2Templates(directory=TEMPLATES, context_processors=[signed_in])
 templates.env.filters.update(when=when, filesize=filesize, cell=cell, loss=loss)
 
 

@@ -86,7 +86,7 @@ def test_upload_over_the_limit_gets_413(app, client) -> None:
 
         from app.main import create_app
 
-        with TestClient(create_app(app.state.resources)) as small:
+        with TestClient(create_app(app.state.resources), headers=client.headers) as small:
             response = small.post("/api/datasets", files={"file": ("big.jsonl", _jsonl(*[{"text": "x" * 100}] * 50))})
     finally:
         app.state.resources.settings.max_upload_bytes = limit

@@ -87,3 +87,9 @@ def test_sse_sends_history_then_resumes_without_gaps_or_duplicates(client, resou
     assert all_ids == list(range(1, 13)) and statuses == ["succeeded"]
     resumed, _ = _sse_ids(client, run_id, last_event_id="7")
     assert resumed == list(range(8, 13))
+
+
+def test_an_unknown_status_filter_is_a_422_naming_the_field(client) -> None:
+    response = client.get("/api/runs", params={"status": "bogus\x00"})  # PostgreSQL refuses NUL in text: no 500
+    assert response.status_code == 422 and response.json()["error"]["field"] == "status"
+    assert client.get("/api/runs", params={"status": "queued"}).status_code == 200

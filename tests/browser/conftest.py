@@ -1,4 +1,4 @@
-"""Headless Debian Chromium driven by Playwright, against the live studio of tests/e2e."""
+"""Headless Debian Chromium driven by Playwright, against the live studio of tests/e2e, logged in."""
 
 from __future__ import annotations
 
@@ -28,12 +28,22 @@ def browser() -> Iterator:
         instance.close()
 
 
+def log_in(page, username: str, password: str) -> None:  # noqa: ANN001
+    """Sign in through the login form, as a person does."""
+    page.goto("/login")
+    page.fill("#f-username", username)
+    page.fill("#f-password", password)
+    page.click("#login-submit")
+    page.wait_for_selector("#account-link")
+
+
 @pytest.fixture
 def page(browser, live_studio) -> Iterator:  # noqa: ANN001
-    """A fresh page whose relative URLs go to the live studio."""
+    """A fresh page whose relative URLs go to the live studio, logged in as the studio's admin."""
     context = browser.new_context(base_url=live_studio.url, viewport={"width": 1280, "height": 900},
                                   accept_downloads=True)
     page = context.new_page()
+    log_in(page, live_studio.username, live_studio.password)
     yield page
     context.close()
 

@@ -17,6 +17,7 @@ import redis
 
 from app.core.config import Settings
 from app.stack import Stack, free_port, redis_server_binary, wait_for_http, web_argv, worker_argv
+from tests.support.accounts import Account
 from tests.support.studio import CHAT_ROWS, LiveStudio, run_spec
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +38,8 @@ def _redis(port: int, folder: Path) -> subprocess.Popen:
 
 
 @pytest.fixture
-def studio_with_own_redis(settings: Settings, tmp_path: Path) -> Iterator[tuple[LiveStudio, int, list]]:
+def studio_with_own_redis(settings: Settings, admin: Account,
+                          tmp_path: Path) -> Iterator[tuple[LiveStudio, int, list]]:
     """A web app and a worker on the test database, but on a Redis of their own that the test can stop."""
     port = free_port()
     redis_procs = [_redis(port, tmp_path)]
@@ -50,8 +52,9 @@ def studio_with_own_redis(settings: Settings, tmp_path: Path) -> Iterator[tuple[
         web = stack.start("web", web_argv("127.0.0.1", web_port), env, tmp_path / "web.log")
         url = f"http://127.0.0.1:{web_port}"
         wait_for_http(url, web)
-        with httpx.Client(base_url=url, timeout=60) as http:
-            yield LiveStudio(url=url, http=http, worker_log=tmp_path / "worker.log"), port, redis_procs
+        with httpx.Client(base_url=url, timeout=60, headers=admin.headers) as http:
+            studio = LiveStudio(url=url, http=http, worker_log=tmp_path / "worker.log", token=admin.token)
+            yield studio, port, redis_procs
     finally:
         stack.stop(grace_s=10)
         for proc in redis_procs:

@@ -24,14 +24,14 @@ pytestmark = pytest.mark.e2e
 class SseRecorder:
     """Reads a run's SSE stream on a thread, noting each metric step and the status seen when it arrived."""
 
-    def __init__(self, url: str) -> None:
-        self.url, self.points, self.statuses = url, [], []
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url, self.headers, self.points, self.statuses = url, headers, [], []
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
         status = "queued"
-        with httpx.stream("GET", self.url, timeout=300) as response:
+        with httpx.stream("GET", self.url, headers=self.headers, timeout=300) as response:
             event = None
             for line in response.iter_lines():
                 if line.startswith("event: "):
@@ -60,7 +60,7 @@ def test_run_trains_streams_and_downloads(
     created = http.post("/api/runs", json=run_spec(studio_objects["dataset_id"], studio_objects["model"], method, 30))
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
-    recorder = SseRecorder(f"{live_studio.url}/api/runs/{run_id}/events")
+    recorder = SseRecorder(f"{live_studio.url}/api/runs/{run_id}/events", live_studio.auth_headers)
     run = live_studio.wait_for(run_id, {"succeeded", "failed", "cancelled"})
     assert run["status"] == "succeeded", run
     recorder.thread.join(timeout=30)

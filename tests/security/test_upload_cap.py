@@ -12,6 +12,7 @@ import pytest
 
 from app.core.config import Settings
 from app.stack import free_port, wait_for_http, web_argv
+from tests.support.accounts import Account
 
 LIMIT = 32 << 20
 SENT = 200 << 20
@@ -60,13 +61,15 @@ def _multipart() -> Iterator[bytes]:
 
 
 @pytest.mark.parametrize("kind", ["raw", "multipart"])
-def test_oversize_streamed_upload_gets_413_without_growing_server_memory(small_cap_server, kind: str) -> None:
+def test_oversize_streamed_upload_gets_413_without_growing_server_memory(small_cap_server, admin: Account,
+                                                                         kind: str) -> None:
     url, pid = small_cap_server
     before = _rss_peak(pid)
     if kind == "raw":
-        request = {"params": {"filename": "big.jsonl"}, "content": _lines()}
+        request = {"params": {"filename": "big.jsonl"}, "content": _lines(), "headers": admin.headers}
     else:
-        request = {"headers": {"content-type": "multipart/form-data; boundary=B"}, "content": _multipart()}
+        request = {"headers": {"content-type": "multipart/form-data; boundary=B", **admin.headers},
+                   "content": _multipart()}
     response = httpx.post(f"{url}/api/datasets", timeout=120, **request)
     growth = _rss_peak(pid) - before
     assert response.status_code == 413, response.text

@@ -1,6 +1,8 @@
 """A live studio for end-to-end and browser tests: uvicorn and a real Celery worker as child processes.
 
 Registered as a pytest plugin by tests/conftest.py, so e2e and browser tests share one studio per session.
+`live_studio.http` is signed in as the test session's admin, and so is every `lorastudio` CLI child process
+(LORASTUDIO_TOKEN is set while the studio runs); browsers log in with `username` and `password`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 from app.core.config import Settings
 from app.stack import Stack, free_port, wait_for_http, web_argv, worker_argv
+from tests.support.accounts import Account
 
 
 @dataclass
@@ -26,6 +29,14 @@ class LiveStudio:
     url: str
     http: httpx.Client
     worker_log: Path
+    username: str = ""
+    password: str = ""
+    token: str = ""
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header `http` sends, for other clients (an SSE stream, a raw httpx call)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def wait_for(self, run_id: int, statuses: set[str], timeout: float = 240) -> dict:
         """Poll a run until it reaches one of statuses."""
@@ -40,23 +51,30 @@ class LiveStudio:
 
 
 @pytest.fixture(scope="session")
-def live_studio(settings: Settings) -> Iterator[LiveStudio]:
-    """Web app + one worker process (two task slots) on the test database and the real Redis."""
+def live_studio(settings: Settings, admin: Account) -> Iterator[LiveStudio]:
+    """Web app + one worker process (two task slots) on the test database and the real Redis, signed in as admin."""
     env = {**os.environ, "DATABASE_URL": settings.resolved_database_url, "REDIS_URL": settings.redis_url,
            "LORASTUDIO_DATA_DIR": str(settings.data_dir), "LORASTUDIO_QUEUE": settings.queue,
            "LORASTUDIO_CANCEL_GRACE_S": str(settings.cancel_grace_s), "PYTHONUNBUFFERED": "1"}
     stack = Stack()
     worker_log = settings.data_dir / "worker.log"
     port = free_port()
+    token_before = os.environ.get("LORASTUDIO_TOKEN")
+    os.environ["LORASTUDIO_TOKEN"] = admin.token  # `lorastudio datasets upload …` run by a test signs in as admin
     try:
         stack.start("worker", worker_argv(settings.queue, concurrency=2), env, worker_log)
         web = stack.start("web", web_argv("127.0.0.1", port), env, settings.data_dir / "web.log")
         url = f"http://127.0.0.1:{port}"
         wait_for_http(url, web)
-        with httpx.Client(base_url=url, timeout=60) as http:
-            yield LiveStudio(url=url, http=http, worker_log=worker_log)
+        with httpx.Client(base_url=url, timeout=60, headers=admin.headers) as http:
+            yield LiveStudio(url=url, http=http, worker_log=worker_log, username=admin.username,
+                             password=admin.password, token=admin.token)
     finally:
         stack.stop(grace_s=10)
+        if token_before is None:
+            os.environ.pop("LORASTUDIO_TOKEN", None)
+        else:
+            os.environ["LORASTUDIO_TOKEN"] = token_before
 
 
 CHAT_ROWS = [

@@ -27,4 +27,7 @@ class Dataset(Base):
     columns: Mapped[list[str]] = mapped_column(JSON, default=list)
     preview: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id"))
+    # Who uploaded it; only they (and admins) see it. NULL: made before accounts existed, admins only.
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True,
+                                                 default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -40,6 +40,9 @@ class Run(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    # Who launched it; only they (and admins) see it, its metrics and its adapter. NULL: admins only.
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True,
+                                                 default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.core.models import BaseModelEntry, Dataset
+from app.core.access import visible
+from app.core.models import BaseModelEntry, Dataset, User
 
 
-def list_datasets(session: Session) -> Sequence[Dataset]:
-    """Newest datasets first."""
-    return session.scalars(select(Dataset).order_by(Dataset.id.desc())).all()
+def list_datasets(session: Session, user: User | None = None) -> Sequence[Dataset]:
+    """Newest datasets first: those user may see (every one for admins and internal callers)."""
+    return session.scalars(visible(select(Dataset), Dataset, user).order_by(Dataset.id.desc())).all()
 
 
 def list_models(session: Session) -> Sequence[BaseModelEntry]:

@@ -10,8 +10,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from app.core.access import visible
 from app.core.db import utcnow
-from app.core.models import Artifact, MetricPoint, Run, RunEvent, RunStatus
+from app.core.models import Artifact, MetricPoint, Run, RunEvent, RunStatus, User
 
 
 def get(session: Session, run_id: int) -> Run | None:
@@ -19,9 +20,10 @@ def get(session: Session, run_id: int) -> Run | None:
     return session.get(Run, run_id)
 
 
-def list_recent(session: Session, status: str | None = None, limit: int = 200) -> Sequence[Run]:
-    """Newest runs first, optionally of one status."""
-    query = select(Run).order_by(Run.id.desc()).limit(limit)
+def list_recent(session: Session, status: str | None = None, limit: int = 200,
+                user: User | None = None) -> Sequence[Run]:
+    """Newest runs first, optionally of one status: those user may see (every one for admins and internal callers)."""
+    query = visible(select(Run), Run, user).order_by(Run.id.desc()).limit(limit)
     if status:
         query = query.where(Run.status == status)
     return session.scalars(query).all()

@@ -7,9 +7,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from app.core import blobs
+from app.core.access import can_see, owner_id
 from app.core.datasets import DatasetProblem, inspect_dataset
-from app.core.errors import StudioError
-from app.core.models import Dataset
+from app.core.errors import StudioError, not_found
+from app.core.models import Dataset, User
 
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
@@ -19,8 +20,8 @@ MEDIA_TYPES = {
 }
 
 
-def create_dataset(session: Session, path: Path, filename: str, name: str = "") -> Dataset:
-    """Validate the spooled upload at path; store it only if every row is valid."""
+def create_dataset(session: Session, path: Path, filename: str, name: str = "", *, user: User | None = None) -> Dataset:
+    """Validate the spooled upload at path; store it, owned by user, only if every row is valid."""
     try:
         info = inspect_dataset(path, filename)
     except DatasetProblem as problem:
@@ -37,7 +38,16 @@ def create_dataset(session: Session, path: Path, filename: str, name: str = "") 
         columns=list(info.columns),
         preview=list(info.preview),
         blob_id=blob.id,
+        owner_id=owner_id(user),
     )
     session.add(dataset)
     session.flush()
+    return dataset
+
+
+def get_dataset(session: Session, dataset_id: int, *, user: User | None = None) -> Dataset:
+    """A dataset user may see; someone else's is as not found as one that never existed."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or not can_see(user, dataset.owner_id):
+        raise not_found("dataset", dataset_id)
     return dataset

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.models import Dataset, DatasetAnalysis
+from app.core.access import can_see
+from app.core.models import Dataset, DatasetAnalysis, User
 from app.core.repositories import catalog
 from worker.trainer.device_profiles import DeviceProfile, device_profiles, worker_profile
 from worker.trainer.estimate import Estimate, ModelShape, estimate, unavailable
@@ -46,10 +47,12 @@ def model_shape(session: Session, base_model: str) -> tuple[ModelShape | None, s
         return None, f"{config} cannot be read as a decoder config: {exc}."
 
 
-def dataset_tokens(session: Session, spec: RunSpec) -> int | None:
-    """Tokens in the dataset after truncation: the doctor's mean length if analysed, else bytes per row / 4."""
+def dataset_tokens(session: Session, spec: RunSpec, user: User | None = None) -> int | None:
+    """Tokens in the dataset after truncation: the doctor's mean length if analysed, else bytes per row / 4.
+
+    A dataset user may not see counts as unknown, so an estimate tells nothing about it."""
     dataset = session.get(Dataset, spec.data.dataset_id) if spec.data.dataset_id else None
-    if dataset is None or not dataset.row_count:
+    if dataset is None or not dataset.row_count or not can_see(user, dataset.owner_id):
         return None
     query = (select(DatasetAnalysis).where(DatasetAnalysis.dataset_id == dataset.id,
                                            DatasetAnalysis.status == "succeeded")
@@ -60,11 +63,11 @@ def dataset_tokens(session: Session, spec: RunSpec) -> int | None:
     return int(dataset.row_count * min(per_row, spec.data.max_seq_length))
 
 
-def estimate_run(session: Session, spec: RunSpec, device: DeviceProfile) -> Estimate:
-    """The estimate for `spec` on `device`, or why there is none."""
+def estimate_run(session: Session, spec: RunSpec, device: DeviceProfile, *, user: User | None = None) -> Estimate:
+    """The estimate for `spec` on `device` (data sized only from a dataset user may see), or why there is none."""
     if not spec.model.base_model:
         return unavailable("Choose a base model to see an estimate.", device)
     shape, reason = model_shape(session, spec.model.base_model)
     if shape is None:
         return unavailable(reason or "unknown model", device)
-    return estimate(spec, shape, device, dataset_tokens(session, spec))
+    return estimate(spec, shape, device, dataset_tokens(session, spec, user))

@@ -7,17 +7,26 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from app.core.access import sees_everything
 from app.core.errors import StudioError
-from app.core.models import BaseModelEntry
+from app.core.models import BaseModelEntry, User
 from app.core.repositories import catalog
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 
 
-def register_model(session: Session, name: str, ref: str, gguf_file: str | None = None) -> BaseModelEntry:
-    """Add a model; a folder must exist and hold a config.json or the named GGUF file."""
+def register_model(session: Session, name: str, ref: str, gguf_file: str | None = None, *,
+                   user: User | None = None) -> BaseModelEntry:
+    """Add a model to the shared catalog; a folder must exist and hold a config.json or the named GGUF file.
+
+    Any user may register a hub id; only admins a folder, since it names a path on the studio's machines and
+    the answer would tell which paths exist there.
+    """
     ref, name = ref.strip(), (name.strip() or ref.strip())
     source = "local" if ref.startswith(("/", "~", ".")) else "hub"
+    if source == "local" and not sees_everything(user):
+        raise StudioError("forbidden", "admin_only", "Only an admin may register a model folder on the studio's "
+                          "machines; give a Hugging Face id like 'org/name', or ask an admin.", field="ref")
     if source == "local":
         ref = str(_check_folder(Path(ref).expanduser(), gguf_file))
     elif not HUB_ID.match(ref) or ".." in ref:

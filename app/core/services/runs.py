@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.core import jobs
+from app.core.access import can_see, owner_id
 from app.core.advice import advice_for
 from app.core.db import utcnow
 from app.core.errors import StudioError, not_found
-from app.core.models import Dataset, MetricPoint, Run, RunEvent, RunStatus
+from app.core.models import Dataset, MetricPoint, Run, RunEvent, RunStatus, User
 from app.core.repositories import catalog
 from app.core.repositories import runs as runs_repo
 from app.core.services import run_checks
@@ -21,12 +22,14 @@ from worker.trainer.spec import RunSpec
 EXECUTE_TASK = "runs.execute"
 
 
-def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | None = None) -> Run:
-    """Store a queued run with its exact spec, and enqueue it once the caller commits.
+def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | None = None, *,
+               user: User | None = None) -> Run:
+    """Store a queued run owned by user with its exact spec, and enqueue it once the caller commits.
 
     `workers` are the live workers (None: unknown), to refuse settings no worker can run.
     """
-    if spec.data.dataset_id is None or session.get(Dataset, spec.data.dataset_id) is None:
+    dataset = session.get(Dataset, spec.data.dataset_id) if spec.data.dataset_id is not None else None
+    if dataset is None or not can_see(user, dataset.owner_id):  # someone else's reads as missing
         raise StudioError("invalid", "dataset_not_found", "Choose an uploaded dataset (data.dataset_id).",
                           field="data.dataset_id")
     model = catalog.find_model(session, spec.model.base_model)
@@ -44,7 +47,8 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
                           "it is back.")
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": None})})
     run = Run(name=spec.name or f"{spec.method}-{model.name}"[:200], status=RunStatus.queued, method=spec.method,
-              spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id)
+              spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id,
+              owner_id=owner_id(user))
     session.add(run)
     session.flush()
     add_event(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
@@ -74,10 +78,10 @@ def add_event(session: Session, run_id: int, kind: str, message: str, **data: An
     session.flush()
 
 
-def get_run(session: Session, run_id: int) -> Run:
-    """A run, or a not-found error."""
+def get_run(session: Session, run_id: int, *, user: User | None = None) -> Run:
+    """A run user may see, or a not-found error (someone else's run is as missing as one that never existed)."""
     run = runs_repo.get(session, run_id)
-    if run is None:
+    if run is None or not can_see(user, run.owner_id):
         raise not_found("run", run_id)
     return run
 

@@ -72,6 +72,11 @@ function showProgress(event) {
 async function refresh(urlKey, targetId) {
   // The server renders these parts (outcome, advice, download button, timeline) the same way as on a reload.
   const response = await fetch(lossEl.dataset[urlKey], { headers: { Accept: "text/html" } });
+  if (response.redirected) {
+    // Signed out meanwhile (logout elsewhere, expired session): show the login page, not a login form in a card.
+    window.location.assign(response.url);
+    return;
+  }
   const target = document.getElementById(targetId);
   if (response.ok && target) target.innerHTML = await response.text();
 }

@@ -1,0 +1,87 @@
+"""Two ordinary users and real objects owned by the first: a dataset, its analysis, a finished run with metrics
+and an adapter, and an API token, all made through the services as the studio makes them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.core import blobs
+from app.core.db import session_scope
+from app.core.models import Artifact, DatasetAnalysis, RunStatus, User
+from app.core.resources import Resources
+from app.core.services import api_tokens, models, runs
+from app.core.services import datasets as dataset_service
+from tests.support.accounts import Account, create_account
+from worker.trainer.spec import RunSpec
+
+# Enough of a decoder's config.json for the designer's estimate (no weights are read).
+TINY_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "vocab_size": 1000}
+ROWS = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(8)]
+
+
+@dataclass(frozen=True)
+class Owned:
+    """Ids of the owner's objects by the path parameter that names them, and names only they may see."""
+
+    ids: dict[str, int]
+    dataset_name: str
+    run_name: str
+    model_name: str
+
+
+@pytest.fixture(scope="session")
+def owner(resources: Resources) -> Account:
+    """An ordinary user who owns the objects below."""
+    return create_account(resources)
+
+
+@pytest.fixture(scope="session")
+def stranger(resources: Resources) -> Account:
+    """Another ordinary user, who must not see the owner's objects."""
+    return create_account(resources)
+
+
+@pytest.fixture(scope="session")
+def owned(app, resources: Resources, owner: Account, tmp_path_factory: pytest.TempPathFactory) -> Owned:  # noqa: ANN001
+    """The owner's dataset, analysis, finished run (metrics, adapter file) and a spare API token.
+
+    (`app` is asked for because create_app sets up the job sender that create_run queues with.)"""
+    folder = tmp_path_factory.mktemp("owned")
+    marker = uuid.uuid4().hex[:8]
+    (folder / "model").mkdir()
+    (folder / "model" / "config.json").write_text(json.dumps(TINY_CONFIG))
+    data = folder / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    with session_scope(resources.session_factory) as session:
+        user = session.get(User, owner.id)
+        model = models.register_model(session, f"model-{marker}", str(folder / "model"))
+        dataset = dataset_service.create_dataset(session, data, "chat.jsonl", f"secret-dataset-{marker}", user=user)
+        analysis = DatasetAnalysis(dataset_id=dataset.id, base_model_id=model.id, max_seq_length=64,
+                                   status="queued", result={})
+        session.add(analysis)
+        spec = RunSpec.model_validate({"name": f"secret-run-{marker}", "model": {"base_model": model.name},
+                                       "data": {"dataset_id": dataset.id, "max_seq_length": 64}})
+        run = runs.create_run(session, spec, None, user=user)
+        token, _ = api_tokens.create_token(session, user, "spare")  # the revoke route's target
+        ids = {"dataset_id": dataset.id, "analysis_id": analysis.id, "run_id": run.id, "token_id": token.id}
+    _finish(resources, ids["run_id"], folder)
+    return Owned(ids, f"secret-dataset-{marker}", f"secret-run-{marker}", f"model-{marker}")
+
+
+def _finish(resources: Resources, run_id: int, folder: Path) -> None:
+    """Take the run through a worker's steps: claimed, two metric points, succeeded with an adapter file."""
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(b"not really weights")
+    with session_scope(resources.session_factory) as session:
+        assert runs.claim_run(session, run_id, "test-worker")
+        runs.record_metrics(session, run_id, [(1, {"step": 1, "loss": 2.0}), (2, {"step": 2, "loss": 1.5})])
+        blob = blobs.put_file(session, weights, "application/octet-stream")
+        session.add(Artifact(run_id=run_id, kind="adapter", name=weights.name, blob_id=blob.id, size=blob.size))
+        runs.finish_run(session, run_id, RunStatus.succeeded, {"steps": 2, "train_loss": 1.5})
