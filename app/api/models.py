@@ -15,7 +15,8 @@ router = APIRouter(prefix="/api/models", tags=["models"])
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelOut)
 def register_model(body: ModelIn, session: SessionDep, user: CurrentUser) -> ModelOut:
     """Register a base model by Hugging Face id, or (admins) by a folder on the studio's machines."""
-    entry = model_service.register_model(session, body.name, body.ref, body.gguf_file, user=user)
+    entry = model_service.register_model(session, body.name, body.ref, body.gguf_file, user=user,
+                                          trust_remote_code=body.trust_remote_code)
     return ModelOut.model_validate(entry)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Out(BaseModel):
@@ -34,6 +34,7 @@ class ModelIn(BaseModel):
     name: str = ""
     ref: str
     gguf_file: str | None = None
+    trust_remote_code: bool = Field(False, description="Let runs execute code shipped with the model (admins only).")
 
 
 class ModelOut(_Out):
@@ -44,6 +45,7 @@ class ModelOut(_Out):
     source: str
     ref: str
     gguf_file: str | None
+    trust_remote_code: bool
     created_at: datetime
 
 

@@ -34,7 +34,8 @@ def register(request: Request, session: SessionDep, user: CurrentUser, form: For
     """Register a model by hub id or (admins) local folder; errors show beside the field they concern."""
     try:
         model_service.register_model(session, form.get("name", ""), form.get("ref", ""),
-                                     form.get("gguf_file", "").strip() or None, user=user)
+                                     form.get("gguf_file", "").strip() or None, user=user,
+                                     trust_remote_code=form.get("trust_remote_code") == "on")
     except StudioError as error:
         return _list(request, session, form, error)
     return RedirectResponse("/models", status_code=303)

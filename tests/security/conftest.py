@@ -57,6 +57,7 @@ def owned(app, resources: Resources, owner: Account, tmp_path_factory: pytest.Te
     marker = uuid.uuid4().hex[:8]
     (folder / "model").mkdir()
     (folder / "model" / "config.json").write_text(json.dumps(TINY_CONFIG))
+    (folder / "model" / "model.safetensors").write_bytes(b"")  # registration wants safetensors; never opened
     data = folder / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     with session_scope(resources.session_factory) as session:

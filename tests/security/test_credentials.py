@@ -132,6 +132,7 @@ def test_changing_the_password_signs_out_other_browsers(app, resources) -> None:
 def test_only_admins_register_a_model_folder_on_the_studios_machines(app, owner: Account, admin: Account,
                                                                      tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
     with TestClient(app, headers=owner.headers) as client:
         refused = client.post("/api/models", json={"name": "mine", "ref": str(tmp_path)})
         assert refused.status_code == 403 and refused.json()["error"]["field"] == "ref"
@@ -139,3 +140,24 @@ def test_only_admins_register_a_model_folder_on_the_studios_machines(app, owner:
     with TestClient(app, headers=admin.headers) as client:
         registered = client.post("/api/models", json={"name": f"folder-{tmp_path.name}", "ref": str(tmp_path)})
         assert registered.status_code == 201
+
+
+def test_remote_code_runs_only_for_a_model_an_admin_allowed(app, owner: Account, admin: Account,
+                                                            ids: dict) -> None:  # noqa: ANN001
+    spec = {"model": {"base_model": ids["model"], "trust_remote_code": True},
+            "data": {"dataset_id": ids["dataset_id"]}, "training": {"max_steps": 1}}
+    with TestClient(app, headers=admin.headers) as client:
+        refused = client.post("/api/runs", json=spec)  # the model was registered without the permission
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["field"] == "model.trust_remote_code"
+        assert "admin" in refused.json()["error"]["message"]
+    with TestClient(app, headers=owner.headers) as client:
+        asked = client.post("/api/models", json={"name": "hub-code", "ref": "org/has-code", "trust_remote_code": True})
+        assert asked.status_code == 403 and asked.json()["error"]["field"] == "trust_remote_code"
+    with TestClient(app, headers=admin.headers) as client:
+        allowed = client.post("/api/models", json={"name": f"code-{ids['model']}", "ref": "org/has-code",
+                                                   "trust_remote_code": True})
+        assert allowed.status_code == 201 and allowed.json()["trust_remote_code"] is True
+        spec["model"]["base_model"] = allowed.json()["name"]
+        spec["data"]["dataset_id"] = ids["dataset_id"]
+        assert client.post("/api/runs", json=spec).status_code == 201

@@ -16,17 +16,21 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 
 
 def register_model(session: Session, name: str, ref: str, gguf_file: str | None = None, *,
-                   user: User | None = None) -> BaseModelEntry:
+                   user: User | None = None, trust_remote_code: bool = False) -> BaseModelEntry:
     """Add a model to the shared catalog; a folder must exist and hold a config.json or the named GGUF file.
 
     Any user may register a hub id; only admins a folder, since it names a path on the studio's machines and
-    the answer would tell which paths exist there.
+    the answer would tell which paths exist there. Only admins may let a model's own code run
+    (trust_remote_code): that code runs with the worker's rights.
     """
     ref, name = ref.strip(), (name.strip() or ref.strip())
     source = "local" if ref.startswith(("/", "~", ".")) else "hub"
     if source == "local" and not sees_everything(user):
         raise StudioError("forbidden", "admin_only", "Only an admin may register a model folder on the studio's "
                           "machines; give a Hugging Face id like 'org/name', or ask an admin.", field="ref")
+    if trust_remote_code and not sees_everything(user):
+        raise StudioError("forbidden", "admin_only", "Only an admin may allow a model's own code to run "
+                          "(trust_remote_code); register it without, or ask an admin.", field="trust_remote_code")
     if source == "local":
         ref = str(_check_folder(Path(ref).expanduser(), gguf_file))
     elif not HUB_ID.match(ref) or ".." in ref:
@@ -34,7 +38,8 @@ def register_model(session: Session, name: str, ref: str, gguf_file: str | None 
                           "absolute folder path.", field="ref")
     if catalog.find_model(session, name) is not None:
         raise StudioError("conflict", "model_exists", f"A model named '{name}' is registered already.", field="name")
-    entry = BaseModelEntry(name=name, source=source, ref=ref, gguf_file=gguf_file or None)
+    entry = BaseModelEntry(name=name, source=source, ref=ref, gguf_file=gguf_file or None,
+                           trust_remote_code=trust_remote_code)
     session.add(entry)
     session.flush()
     return entry

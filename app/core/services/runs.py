@@ -36,9 +36,10 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
     if model is None:
         raise StudioError("invalid", "model_not_registered", f"Base model '{spec.model.base_model}' is not "
                           "registered; register it first (Models page or POST /api/models).", field="model.base_model")
-    if spec.model.trust_remote_code:
-        raise StudioError("invalid", "remote_code_not_allowed", "Running code shipped with a model is off in "
-                          "this studio.", field="model.trust_remote_code")
+    if spec.model.trust_remote_code and not model.trust_remote_code:
+        raise StudioError("invalid", "remote_code_not_allowed", f"Running code shipped with '{model.name}' is off: "
+                          "an admin must register the model with trust_remote_code on. Set "
+                          "model.trust_remote_code to false.", field="model.trust_remote_code")
     run_checks.check_fits_model(spec, model)
     run_checks.check_fits_workers(spec, workers)
     if not jobs.broker_available():
