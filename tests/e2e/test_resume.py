@@ -15,10 +15,10 @@ from app.core import blobs
 from app.core.db import session_scope
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import runs as runs_repo
-from tests.support.fleet import Fleet, make_fleet, trainer_pids, wait_for
+from tests.support.fleet import Fleet, make_fleet, wait_for
 
 pytestmark = pytest.mark.e2e
-STEPS, SAVE_STEPS = 60, 20
+STEPS, SAVE_STEPS = 400, 100  # ~10 ms a step: the kill lands well before the end
 
 
 @pytest.fixture
@@ -68,15 +68,15 @@ def test_killed_worker_run_resumes_on_another_and_matches_an_uninterrupted_run(
     holder = fleet.run(victim).worker.split("@")[0]
     survivor = ({"w1", "w2"} - {holder}).pop()
     checkpoint, before = _checkpoint_step(fleet, victim), _points(fleet, victim)
-    assert trainer_pids(victim), "the victim's trainer process was not found"
+    assert fleet.trainer_pids(victim), "the victim's trainer process was not found"
     killed_at = fleet.kill(holder)
-    wait_for(lambda: not trainer_pids(victim), 10, lambda: "the trainer outlived its killed worker")
+    wait_for(lambda: not fleet.trainer_pids(victim), 10, lambda: "the trainer outlived its killed worker")
     wait_for(lambda: fleet.events(victim, "resumed"), 90, lambda: f"run {victim} not resumed:\n{fleet.logs()}")
     resumed_after = time.time() - killed_at
     run = fleet.wait_status(victim, {"succeeded", "failed"})
     assert run.status == "succeeded", (run.error_code, run.error_message, fleet.logs())
     assert fleet.wait_status(twin, {"succeeded", "failed"}).status == "succeeded"
-    print(f"\nkilled at step {before[-1][1]}, checkpoint {checkpoint}: resumed on {survivor} after {resumed_after:.1f} s")
+    print(f"\nkilled at step {before[-1][1]} (checkpoint {checkpoint}); resumed on {survivor} {resumed_after:.1f} s on")
     assert resumed_after < 75
     assert run.worker.startswith(f"{survivor}@") and run.attempts == 2
     resumed = fleet.events(victim, "resumed")[0]
@@ -94,7 +94,7 @@ def test_killed_worker_run_resumes_on_another_and_matches_an_uninterrupted_run(
     print(f"adapter max |diff| vs the uninterrupted twin: {diff:.2e}")
     assert left.keys() == right.keys() and diff < 1e-4
     assert _checkpoint_step(fleet, victim) is None  # dropped once the run succeeded
-    assert not trainer_pids(victim) and not trainer_pids(twin)
+    assert not fleet.trainer_pids(victim) and not fleet.trainer_pids(twin)
 
 
 def test_run_that_keeps_killing_its_worker_fails_after_max_attempts(fleets, tiny_model_dir: Path) -> None:
@@ -106,7 +106,7 @@ def test_run_that_keeps_killing_its_worker_fails_after_max_attempts(fleets, tiny
     for attempt, name in ((1, "w1"), (2, "w2")):
         # As an out-of-memory kill would: the worker dies as soon as it starts the run.
         wait_for(lambda a=attempt: fleet.run(run_id).attempts == a and fleet.run(run_id).status == "running", 120,
-                 lambda: f"attempt {attempt} of run {run_id} did not start:\n{fleet.logs()}")
+                 lambda a=attempt: f"attempt {a} of run {run_id} did not start:\n{fleet.logs()}")
         fleet.kill(name)
         fleet.start("w2" if name == "w1" else "w3")
     run = fleet.wait_status(run_id, {"failed", "succeeded"}, timeout=60)
@@ -114,4 +114,4 @@ def test_run_that_keeps_killing_its_worker_fails_after_max_attempts(fleets, tiny
     assert "on each of 2 attempts" in run.error_message
     kinds = [e.kind for e in fleet.events(run_id) if e.kind in ("started", "requeued", "resumed", "failed")]
     assert kinds == ["started", "requeued", "resumed", "failed"], kinds
-    wait_for(lambda: not trainer_pids(run_id), 10, lambda: "a trainer outlived its killed worker")
+    wait_for(lambda: not fleet.trainer_pids(run_id), 10, lambda: "a trainer outlived its killed worker")

@@ -55,6 +55,7 @@ class Fleet:
     env: dict[str, str]
     workers: dict[str, Worker] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
+    created: list[int] = field(default_factory=list)
 
     def start(self, name: str, concurrency: int = 1) -> Worker:
         """A worker named name@host, logging to its own file in the fleet's data folder."""
@@ -93,6 +94,10 @@ class Fleet:
                     os.killpg(worker.proc.pid, signal.SIGKILL)
                 worker.proc.wait(timeout=15)
 
+    def trainer_pids(self, run_id: int) -> list[int]:
+        """Pids of this fleet's trainer processes for a run."""
+        return trainer_pids(self.settings.work_dir, run_id)
+
     def logs(self) -> str:
         """The tail of every worker's log."""
         return "\n".join(f"--- {w.name}\n{w.text()[-3000:]}" for w in self.workers.values())
@@ -117,7 +122,17 @@ class Fleet:
         """Queue a run as the API does: stored by the service, sent to this fleet's queue after commit."""
         sender = TaskSender(self.settings)
         with sending_to(sender), session_scope(self.resources.session_factory) as session:
-            return run_service.create_run(session, RunSpec.model_validate(spec)).id
+            run_id = run_service.create_run(session, RunSpec.model_validate(spec)).id
+        self.created.append(run_id)
+        return run_id
+
+    def cancel_unfinished(self) -> None:
+        """Cancel the runs this fleet was given that have not ended (a failed test must not hold the workers)."""
+        with session_scope(self.resources.session_factory) as session:
+            for run_id in self.created:
+                run = session.get(Run, run_id)
+                if run.status in ("queued", "running"):
+                    run_service.cancel_run(session, run)
 
     def run(self, run_id: int) -> Run:
         """A run as the database has it now."""
@@ -162,18 +177,24 @@ def make_fleet(settings: Settings, data_dir: Path, **env: str) -> Fleet:
     data_dir.mkdir(parents=True, exist_ok=True)
     fleet_settings = settings.model_copy(update={"queue": f"fleet-{uuid.uuid4().hex[:8]}", "data_dir": data_dir})
     base = {"DATABASE_URL": settings.resolved_database_url, "REDIS_URL": settings.redis_url,
-            "LORASTUDIO_DATA_DIR": str(data_dir), "LORASTUDIO_QUEUE": fleet_settings.queue, "PYTHONUNBUFFERED": "1"}
+            "LORASTUDIO_DATA_DIR": str(data_dir), "LORASTUDIO_QUEUE": fleet_settings.queue, "PYTHONUNBUFFERED": "1",
+            # One math thread per trainer: several trainers share this machine's few cores, and OpenMP threads
+            # spinning against each other made a step of the tiny model ~8x slower in CPU time.
+            "OMP_NUM_THREADS": "1"}
     return Fleet(fleet_settings, Resources(fleet_settings), {**os.environ, **base, **env})
 
 
-def trainer_pids(run_id: int) -> list[int]:
-    """Pids of trainer processes working in this run's folder (the launcher names it run-<id>-…)."""
+def trainer_pids(work_dir: Path, run_id: int) -> list[int]:
+    """Pids of trainer processes working in this run's folder under work_dir (the launcher names it run-<id>-…).
+
+    The work folder is part of the match: other test sessions on this machine have runs with the same ids.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "worker.trainer" in cmdline and f"/run-{run_id}-" in cmdline:
+        if "worker.trainer" in cmdline and f"{work_dir}/run-{run_id}-" in cmdline:
             pids.append(int(entry.name))
     return pids
