@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery.signals import worker_ready
+from sqlalchemy import text
 
 from app.core import jobs
 from app.core.config import get_settings
@@ -43,16 +45,33 @@ def redispatch(res: Resources) -> list[int]:
     return sent
 
 
+def reachable(res: Resources) -> dict[int, str]:
+    """One round that only checks the database answers (nothing is reaped)."""
+    with session_scope(res.session_factory) as session:
+        session.execute(text("SELECT 1"))
+    return {}
+
+
 def _sweep_forever(stop: threading.Event) -> None:
     # Its own engine and Redis client: the pool of the process-wide resources() is inherited by the pool
     # children Celery forks, and a database connection shared across a fork corrupts both sides.
     res = Resources()
+    # Reaping waits one round after the database was unreachable (and after start-up): every live launcher
+    # missed its heartbeats meanwhile too, and gets a round to beat again before its run looks lost.
+    healthy = False
     while not stop.wait(INTERVAL_S):
-        for chore in (sweep, redispatch):
-            try:
-                chore(res)
-            except Exception:  # the database or Redis may be away for a while; try again next round
-                log.warning("janitor %s failed", chore.__name__, exc_info=True)
+        healthy = _attempt(sweep if healthy else reachable, res)
+        _attempt(redispatch, res)
+
+
+def _attempt(chore: Callable[[Resources], object], res: Resources) -> bool:
+    """Run one chore; False if it failed (the database or Redis may be away for a while: next round)."""
+    try:
+        chore(res)
+    except Exception:
+        log.warning("janitor %s failed", chore.__name__, exc_info=True)
+        return False
+    return True
 
 
 @worker_ready.connect

@@ -30,8 +30,6 @@ def store(session: Session, run_id: int, attempt: int, step: int, folder: Path) 
     All in the caller's unit of work, so a failure (a full disk, a database error) leaves the previous
     checkpoint as it was. Returns the blob ids the dropped ones used, to collect once this has committed.
     """
-    if runs_repo.beat(session, run_id, attempt) is None:  # also locks the run row against a requeue meanwhile
-        raise NotThisAttempt(f"run {run_id} is no longer attempt {attempt}'s")
     older = artifacts_repo.of_kind(session, run_id, artifacts_repo.CHECKPOINT)
     size = 0
     for relative, sha256 in _listing(folder).items():
@@ -41,6 +39,10 @@ def store(session: Session, run_id: int, attempt: int, step: int, folder: Path) 
         session.add(Artifact(run_id=run_id, kind=artifacts_repo.CHECKPOINT, blob_id=blob.id, size=blob.size,
                              name=artifacts_repo.checkpoint_name(step, relative)))
         size += blob.size
+    # Checked last, as a heartbeat: this locks the run row (PostgreSQL) only for the commit, not while a large
+    # checkpoint streams in, so the heartbeat thread is never held up; a requeue meanwhile undoes it all.
+    if runs_repo.beat(session, run_id, attempt) is None:
+        raise NotThisAttempt(f"run {run_id} is no longer attempt {attempt}'s")
     dropped = artifacts_repo.delete_all(session, older)
     add_event(session, run_id, "checkpoint", f"Checkpoint of step {step} stored ({size / 2**20:.1f} MiB).", step=step)
     return dropped
