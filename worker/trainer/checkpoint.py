@@ -35,8 +35,10 @@ ALLOWED_SUFFIXES = {".safetensors", ".json"}
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINER_STATE = "trainer_state.json"
 KEEP_LOCAL = 2  # on disk; the studio keeps its own copy of the newest in the database
-# What must match between the run that wrote a checkpoint and the one resuming from it, or the data order differs.
-POSITION_KEYS = ("train_examples", "batch_size", "gradient_accumulation_steps", "max_steps", "num_epochs", "seed")
+# What must match between the run that wrote a checkpoint and the one resuming from it: else the data order
+# differs, or the optimizer state is another optimizer's (a QLoRA run's paged 8-bit AdamW on CUDA, say).
+POSITION_KEYS = ("train_examples", "batch_size", "gradient_accumulation_steps", "max_steps", "num_epochs", "seed",
+                 "optimizer")
 
 
 def folder_name(step: int) -> str:
@@ -159,7 +161,8 @@ class SafeCheckpoints:
         return {"step": int(self.state.global_step), "epoch": self.state.epoch,
                 "train_examples": len(self.train_dataset), "batch_size": self._train_batch_size,
                 "gradient_accumulation_steps": args.gradient_accumulation_steps, "max_steps": args.max_steps,
-                "num_epochs": args.num_train_epochs, "seed": args.seed}
+                "num_epochs": args.num_train_epochs, "seed": args.seed,
+                "optimizer": getattr(args.optim, "value", args.optim)}
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         state = self.state

@@ -177,15 +177,15 @@ def finish_run(session: Session, run_id: int, status: RunStatus, final: dict[str
     error = error or {}
     same_attempt = [Run.attempts == attempt] if attempt is not None else []
     moved = runs_repo.transition(session, run_id, [RunStatus.running], *same_attempt, status=status,
-                                 finished_at=utcnow(),
-                                 final=final or {}, error_code=error.get("code"), error_message=error.get("message"),
-                                 error_traceback=error.get("traceback"))
+                                 finished_at=utcnow(), final=final or {}, error_code=error.get("code"),
+                                 error_message=error.get("message"), error_traceback=error.get("traceback"))
     if moved:
         add_event(session, run_id, status.value, end_message(status, final or {}, error), code=error.get("code"))
     return moved
 
 
 def end_message(status: RunStatus, final: dict[str, Any], error: dict[str, Any]) -> str:
+    """The timeline's sentence for a run's end (with the advice for a failure)."""
     if status == RunStatus.failed:
         return f"Failed ({error.get('code')}): {error.get('message')} {advice_for(error.get('code'))}"
     return f"{status.value.capitalize()} after {final.get('steps')} steps; final train loss {final.get('train_loss')}."
