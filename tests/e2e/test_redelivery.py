@@ -38,13 +38,13 @@ def test_jobs_delivered_again_while_running_train_exactly_once(settings, tiny_mo
                  lambda: f"runs still going:\n{fleet.logs()}", every=2)
         wall = time.monotonic() - began
         logs = "".join(w.text() for w in fleet.workers.values())
+        runs = [fleet.run(r) for r in run_ids]
+        timelines = {r: [e.kind for e in fleet.events(r)] for r in run_ids}
     finally:
         fleet.stop()
-    runs = [fleet.run(r) for r in run_ids]
     assert [r.status for r in runs] == ["succeeded"] * JOBS, [(r.id, r.error_code, r.error_message) for r in runs]
     assert [r.attempts for r in runs] == [1] * JOBS
-    for run_id in run_ids:
-        kinds = [e.kind for e in fleet.events(run_id)]
+    for run_id, kinds in timelines.items():
         assert kinds.count("started") == 1 and "resumed" not in kinds and "requeued" not in kinds, (run_id, kinds)
     durations = sorted((r.finished_at - r.started_at).total_seconds() for r in runs)
     deliveries = len(re.findall(r"Task runs\.execute\[\S+\] received", logs))

@@ -1,7 +1,9 @@
-"""Real Celery workers on a queue of their own, for tests that kill, restart and crowd workers.
+"""Real Celery workers with a queue and a database of their own, for tests that kill, restart and crowd workers.
 
-Runs are created through app.core.services and app.core.jobs, the path the API takes, on the test database;
-the workers differ from the session's live studio only in their queue, data folder and environment.
+Runs are created through app.core.services and app.core.jobs, the path the API takes. The database is the
+fleet's own (a SQLite file, or a fresh PostgreSQL database when the session runs on PostgreSQL): every
+worker's janitor sweeps its whole database and requeues a lost run to its own queue, so a fleet sharing the
+session's database would see its runs taken over by the live studio's worker.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from app.core import jobs
+from app.core import jobs, schema
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.models import Run, RunEvent
@@ -29,6 +32,7 @@ from app.core.services import models as model_service
 from app.core.services import runs as run_service
 from app.queue import TaskSender
 from app.stack import ROOT, worker_argv
+from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.support.studio import CHAT_ROWS, run_spec
 from worker.trainer.spec import RunSpec
 
@@ -56,6 +60,7 @@ class Fleet:
     workers: dict[str, Worker] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
     created: list[int] = field(default_factory=list)
+    drop_database: Callable[[], None] = lambda: None
 
     def start(self, name: str, concurrency: int = 1) -> Worker:
         """A worker named name@host, logging to its own file in the fleet's data folder."""
@@ -82,7 +87,12 @@ class Fleet:
         return killed_at
 
     def stop(self) -> None:
-        """SIGTERM every worker group, SIGKILL what is left after a grace period."""
+        """SIGTERM every worker group, SIGKILL what is left after a grace period; then drop the database."""
+        self._stop_workers()
+        self.resources.engine.dispose()
+        self.drop_database()
+
+    def _stop_workers(self) -> None:
         for worker in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.proc.pid, signal.SIGTERM)
@@ -173,15 +183,28 @@ def wait_for(condition: Callable[[], bool], timeout: float, describe: Callable[[
 
 
 def make_fleet(settings: Settings, data_dir: Path, **env: str) -> Fleet:
-    """A fleet on the test database and Redis, with its own queue, data folder and LORASTUDIO_* overrides."""
+    """A fleet on the test Redis, with its own database, queue, data folder and LORASTUDIO_* overrides."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    fleet_settings = settings.model_copy(update={"queue": f"fleet-{uuid.uuid4().hex[:8]}", "data_dir": data_dir})
-    base = {"DATABASE_URL": settings.resolved_database_url, "REDIS_URL": settings.redis_url,
+    url, drop = _own_database(settings, data_dir)
+    fleet_settings = settings.model_copy(update={"queue": f"fleet-{uuid.uuid4().hex[:8]}", "data_dir": data_dir,
+                                                 "database_url": url})
+    base = {"DATABASE_URL": url, "REDIS_URL": settings.redis_url,
             "LORASTUDIO_DATA_DIR": str(data_dir), "LORASTUDIO_QUEUE": fleet_settings.queue, "PYTHONUNBUFFERED": "1",
             # One math thread per trainer: several trainers share this machine's few cores, and OpenMP threads
             # spinning against each other made a step of the tiny model ~8x slower in CPU time.
             "OMP_NUM_THREADS": "1"}
-    return Fleet(fleet_settings, Resources(fleet_settings), {**os.environ, **base, **env})
+    return Fleet(fleet_settings, Resources(fleet_settings), {**os.environ, **base, **env}, drop_database=drop)
+
+
+def _own_database(settings: Settings, data_dir: Path) -> tuple[str, Callable[[], None]]:
+    """A migrated database of the session's kind; returns its URL and how to drop it."""
+    if settings.resolved_database_url.startswith("postgresql"):
+        url, name = _create_pg_database()
+        drop = partial(_drop_pg_database, name)
+    else:
+        url, drop = f"sqlite:///{data_dir / 'fleet.db'}", lambda: None
+    schema.upgrade(url)
+    return url, drop
 
 
 def trainer_pids(work_dir: Path, run_id: int) -> list[int]:
