@@ -28,7 +28,8 @@ def test_jobs_delivered_again_while_running_train_exactly_once(settings, tiny_mo
     # Two task slots per worker: twenty 30 s jobs on one slot each would take over 5 minutes.
     fleet = make_fleet(settings, tmp_path / "redelivery", LORASTUDIO_VISIBILITY_TIMEOUT_S="10")
     try:
-        fleet.start("w1", concurrency=2), fleet.start("w2", concurrency=2)
+        for name in ("w1", "w2"):
+            fleet.start(name, concurrency=2, app="tests.support.fast_restore_app")
         fleet.wait_ready("w1", "w2")
         fleet.register(tiny_model_dir)
         began = time.monotonic()

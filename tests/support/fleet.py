@@ -62,10 +62,11 @@ class Fleet:
     created: list[int] = field(default_factory=list)
     drop_database: Callable[[], None] = lambda: None
 
-    def start(self, name: str, concurrency: int = 1) -> Worker:
-        """A worker named name@host, logging to its own file in the fleet's data folder."""
+    def start(self, name: str, concurrency: int = 1, app: str = "worker.celery_app") -> Worker:
+        """A worker named name@host (of the Celery app module `app`), logging to its own file."""
         log = self.settings.data_dir / f"{name}.log"
         argv = [*worker_argv(self.settings.queue, concurrency), "-n", f"{name}@%h"]
+        argv[argv.index("worker.celery_app")] = app
         with log.open("ab") as out:
             proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)

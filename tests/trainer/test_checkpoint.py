@@ -21,6 +21,16 @@ TRAINING = {"max_steps": 12, "save_steps": 4, "gradient_accumulation_steps": 2, 
             "lr_scheduler": "cosine", "warmup_ratio": 0.1}
 
 
+@pytest.fixture(autouse=True)
+def _one_math_thread():
+    """The tiny model gains nothing from threads, and threads spinning against other work on a shared machine
+    made these trainings several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _spec(make_spec, method: str = "lora"):
     return make_spec(method=method, data={"eval_fraction": 0.1}, lora={"dropout": 0.1}, training=TRAINING)
 
