@@ -1,32 +1,37 @@
-"""Housekeeping from a thread in every worker's main process: fail runs whose worker vanished, and send
-again the queued runs whose queue message was lost (Redis was down or restarted)."""
+"""Housekeeping from a thread in every worker's main process: requeue (or, after too many tries, fail) runs whose
+worker vanished, and send again the queued runs whose queue message was lost (Redis was down or restarted)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery.signals import worker_ready
+from sqlalchemy import text
 
 from app.core import jobs
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.resources import Resources
-from app.core.services.runs import reap_lost_runs, redispatch_undelivered
+from app.core.services.recovery import reap_lost_runs
+from app.core.services.runs import redispatch_undelivered
 from app.queue import TaskSender
 
 log = logging.getLogger(__name__)
-INTERVAL_S = 15
+# Small against lost_after_s: a run whose worker died resumes elsewhere within lost_after_s + INTERVAL_S.
+INTERVAL_S = 5
 REDISPATCH_GRACE_S = 10  # a run younger than this may still be on its way to the queue
 
 
-def sweep(res: Resources) -> list[int]:
-    """One pass: fail the runs that stopped beating; returns their ids."""
+def sweep(res: Resources) -> dict[int, str]:
+    """One pass over the runs that stopped beating: requeued, failed or cancelled; returns {id: new status}."""
+    settings = res.settings
     with session_scope(res.session_factory) as session:
-        reaped = reap_lost_runs(session, timedelta(seconds=res.settings.lost_after_s))
-    for run_id in reaped:
-        log.warning("run %s lost its worker (no heartbeat for %ss); marked failed", run_id, res.settings.lost_after_s)
+        reaped = reap_lost_runs(session, timedelta(seconds=settings.lost_after_s), settings.max_attempts)
+    for run_id, status in reaped.items():
+        log.warning("run %s lost its worker (no heartbeat for %ss); now %s", run_id, settings.lost_after_s, status)
     return reaped
 
 
@@ -40,16 +45,33 @@ def redispatch(res: Resources) -> list[int]:
     return sent
 
 
+def reachable(res: Resources) -> dict[int, str]:
+    """One round that only checks the database answers (nothing is reaped)."""
+    with session_scope(res.session_factory) as session:
+        session.execute(text("SELECT 1"))
+    return {}
+
+
 def _sweep_forever(stop: threading.Event) -> None:
     # Its own engine and Redis client: the pool of the process-wide resources() is inherited by the pool
     # children Celery forks, and a database connection shared across a fork corrupts both sides.
     res = Resources()
+    # Reaping waits one round after the database was unreachable (and after start-up): every live launcher
+    # missed its heartbeats meanwhile too, and gets a round to beat again before its run looks lost.
+    healthy = False
     while not stop.wait(INTERVAL_S):
-        for chore in (sweep, redispatch):
-            try:
-                chore(res)
-            except Exception:  # the database or Redis may be away for a while; try again next round
-                log.warning("janitor %s failed", chore.__name__, exc_info=True)
+        healthy = _attempt(sweep if healthy else reachable, res)
+        _attempt(redispatch, res)
+
+
+def _attempt(chore: Callable[[Resources], object], res: Resources) -> bool:
+    """Run one chore; False if it failed (the database or Redis may be away for a while: next round)."""
+    try:
+        chore(res)
+    except Exception:
+        log.warning("janitor %s failed", chore.__name__, exc_info=True)
+        return False
+    return True
 
 
 @worker_ready.connect

@@ -20,47 +20,54 @@ from app.core.db import session_scope
 from app.core.models import Artifact, BaseModelEntry, Dataset, Run, RunStatus
 from app.core.repositories import runs as runs_repo
 from app.core.resources import Resources
+from app.core.services import checkpoints
 from app.core.services import runs as run_service
+from worker.heartbeat import Heartbeat
 from worker.trainer.spec import RunSpec
 from worker.trainer_stream import EventReader
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
-HEARTBEAT_S = 2.0
+# The trainer asks the kernel to kill it when this process dies (worker/trainer/__main__.py: die_with_parent).
+TRAINER_PARENT_ENV = "LORASTUDIO_TRAINER_PARENT"
 
 
 class Launcher:
-    """Owns one claimed run from the trainer's start to the run's end state."""
+    """Owns one claimed attempt at a run from the trainer's start to the run's end state."""
 
-    def __init__(self, run_id: int, res: Resources) -> None:
-        self.run_id, self.res = run_id, res
+    def __init__(self, run_id: int, res: Resources, claim: run_service.Claim) -> None:
+        self.run_id, self.res, self.claim = run_id, res, claim
         self.workdir = res.settings.work_dir / f"run-{run_id}-{uuid.uuid4().hex[:8]}"
+        self.heartbeat = Heartbeat(res.session_factory, run_id, claim.attempt)
         self.final: dict[str, Any] | None = None
         self.finished_status: str | None = None
         self.error: dict[str, Any] | None = None
+        self.failure: dict[str, Any] | None = None  # the launcher's own (storing a checkpoint): it ends the run
         self.seq = 0
 
     def run(self) -> str:
         """Train the run and record how it ended; returns the end status."""
+        self.heartbeat.start()
         try:
-            spec_path = self._prepare()
-        except Exception as exc:  # a broken dataset or model entry must not leave the run "running"
-            log.exception("preparing run %s failed", self.run_id)
-            return self._finish(RunStatus.failed, error={"code": "prepare_failed", "message": str(exc)})
-        try:
-            returncode = self._train(spec_path)
-            return self._conclude(returncode)
+            try:
+                argv = self._prepare()
+            except Exception as exc:  # a broken dataset or model entry must not leave the run "running"
+                log.exception("preparing run %s failed", self.run_id)
+                return self._finish(RunStatus.failed, error={"code": "prepare_failed", "message": str(exc)})
+            return self._conclude(self._train(argv))
         finally:
+            self.heartbeat.stop()
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _prepare(self) -> Path:
-        """Export the dataset in canonical form and write the spec the trainer reads."""
+    def _prepare(self) -> list[str]:
+        """Export the dataset in canonical form (and the checkpoint to resume from); the trainer's argv."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with session_scope(self.res.session_factory) as session:
             run = session.get(Run, self.run_id)
             dataset = session.get(Dataset, run.dataset_id)
             model = session.get(BaseModelEntry, run.base_model_id)
             raw = blobs.export_to_file(session, dataset.blob_id, self.workdir / f"raw.{dataset.file_type}")
+            resume = checkpoints.export(session, self.run_id, self.workdir / "resume")
             self.seq = runs_repo.last_seq(session, self.run_id)
             spec = RunSpec.model_validate(run.spec)
         data_path = self.workdir / "data.jsonl"
@@ -72,32 +79,33 @@ class Launcher:
         spec_path = self.workdir / "spec.json"
         spec_path.write_text(spec.model_dump_json())
         self._publish_status()
-        return spec_path
-
-    def _train(self, spec_path: Path) -> int:
-        """Spawn the trainer and pump its events until it exits."""
         argv = [sys.executable, "-m", "worker.trainer", str(spec_path), "--out", str(self.workdir / "out")]
+        return argv + ["--resume", str(resume)] if resume else argv
+
+    def _train(self, argv: list[str]) -> int:
+        """Spawn the trainer and pump its events until it exits."""
         stderr_path = self.workdir / "trainer.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", TRAINER_PARENT_ENV: str(os.getpid())}
         with stderr_path.open("wb") as stderr:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT,
-                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, start_new_session=True,
+                                    env=env)
             self._pump(proc, EventReader(proc.stdout))
         self.stderr_tail = _tail(stderr_path)
         return proc.returncode
 
     def _pump(self, proc: subprocess.Popen, reader: EventReader) -> None:
         cancel_sent_at: float | None = None
-        next_beat = 0.0
+        killed = False
         while True:
-            batch = reader.next_batch(timeout=0.2)
-            self._handle(batch)
+            self._handle(reader.next_batch(timeout=0.2))
             now = time.monotonic()
-            if now >= next_beat:
-                next_beat = now + HEARTBEAT_S
-                # Beat even after SIGTERM: the trainer may take a while to save the adapter so far.
-                if self._beat_and_check_cancel() and cancel_sent_at is None:
-                    cancel_sent_at = now
-                    _signal(proc, signal.SIGTERM)
+            if (self.heartbeat.lost or self.failure) and not killed:
+                killed = True  # another attempt owns the run, or storing failed: nothing more of this one counts
+                _signal(proc, signal.SIGKILL)
+            # The heartbeat goes on after SIGTERM: the trainer may take a while to save the adapter so far.
+            if self.heartbeat.cancel_requested and cancel_sent_at is None:
+                cancel_sent_at = now
+                _signal(proc, signal.SIGTERM)
             if cancel_sent_at and now - cancel_sent_at > self.res.settings.cancel_grace_s:
                 _signal(proc, signal.SIGKILL)
             if reader.done and proc.poll() is not None:
@@ -105,12 +113,18 @@ class Launcher:
                 return
 
     def _handle(self, batch: list[dict[str, Any]]) -> None:
+        if self.heartbeat.lost or self.failure:
+            return
         metrics: list[tuple[int, dict[str, Any]]] = []
         for event in batch:
             kind = event.get("type")
             if kind == "metric":
                 self.seq += 1
                 metrics.append((self.seq, event))
+            elif kind == "checkpoint":
+                self._store_metrics(metrics)  # the points up to the checkpoint go first
+                metrics = []
+                self._store_checkpoint(int(event["step"]), Path(event["path"]))
             elif kind == "started":
                 with session_scope(self.res.session_factory) as session:
                     run_service.record_started(session, self.run_id, event)
@@ -125,7 +139,7 @@ class Launcher:
 
     def _store_metrics(self, metrics: list[tuple[int, dict[str, Any]]]) -> None:
         """Write points (committed first, so SSE history never misses a published point), then publish."""
-        if not metrics:
+        if not metrics or self.heartbeat.lost:
             return
         with session_scope(self.res.session_factory) as session:
             rows = run_service.record_metrics(session, self.run_id, metrics)
@@ -133,12 +147,41 @@ class Launcher:
         for payload in payloads:
             self._publish(payload)
 
-    def _beat_and_check_cancel(self) -> bool:
-        """Record that this run is alive; True if someone asked to cancel it."""
-        with session_scope(self.res.session_factory) as session:
-            runs_repo.touch(session, self.run_id)
-            run = session.get(Run, self.run_id)
-            return bool(run and run.cancel_requested)
+    def _store_checkpoint(self, step: int, path: Path) -> None:
+        """Move a checkpoint folder out of the trainer's reach and store it; a failure ends the run."""
+        folder = self.workdir / "storing" / path.name
+        try:
+            folder.parent.mkdir(exist_ok=True)
+            path.rename(folder)  # the trainer prunes its older folders on its own; this one is ours now
+        except OSError:
+            log.info("run %s: checkpoint of step %s was pruned before it could be stored", self.run_id, step)
+            return
+        try:
+            with session_scope(self.res.session_factory) as session:
+                dropped = checkpoints.store(session, self.run_id, self.claim.attempt, step, folder)
+        except checkpoints.IncompleteCheckpoint as exc:  # taken while being pruned: a newer one exists
+            log.info("run %s: skipped a checkpoint: %s", self.run_id, exc)
+            return
+        except checkpoints.NotThisAttempt:
+            self.heartbeat.lost = True
+            return
+        except Exception as exc:
+            log.exception("run %s: storing the checkpoint of step %s failed", self.run_id, step)
+            self.failure = {"code": "checkpoint_save_failed", "message": f"Storing the checkpoint of step {step} "
+                            f"failed ({type(exc).__name__}: {exc}); the run stopped there. Its previous "
+                            "checkpoint, if any, is kept whole."}
+            return
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._collect(dropped)
+
+    def _collect(self, blob_ids: list[int]) -> None:
+        """Delete the blobs only dropped checkpoints used (best effort: a leftover only costs space)."""
+        try:
+            with session_scope(self.res.session_factory) as session:
+                checkpoints.collect(session, blob_ids)
+        except Exception:
+            log.warning("run %s: could not delete unused checkpoint blobs %s", self.run_id, blob_ids, exc_info=True)
 
     def _cancel_requested(self) -> bool:
         with session_scope(self.res.session_factory) as session:
@@ -147,6 +190,12 @@ class Launcher:
 
     def _conclude(self, returncode: int) -> str:
         """Store the adapter and set the end state from what the trainer reported."""
+        if self.heartbeat.lost:
+            log.warning("run %s went to another attempt; attempt %s stopped and recorded nothing more",
+                        self.run_id, self.claim.attempt)
+            return "superseded"
+        if self.failure:
+            return self._finish(RunStatus.failed, error=self.failure)
         if self.finished_status in ("succeeded", "cancelled") and returncode == 0:
             status = RunStatus(self.finished_status)
             return self._finish(status, final=self.final, store=True)
@@ -161,10 +210,22 @@ class Launcher:
 
     def _finish(self, status: RunStatus, final: dict | None = None, error: dict | None = None,
                 store: bool = False) -> str:
-        with session_scope(self.res.session_factory) as session:
-            if store:
-                self._store_adapter(session)
-            run_service.finish_run(session, self.run_id, status, final=final, error=error)
+        """The end state, with the adapter when store; checkpoints go once a run has ended well."""
+        try:
+            with session_scope(self.res.session_factory) as session:
+                if store:
+                    self._store_adapter(session)
+                dropped = checkpoints.drop(session, self.run_id) if status != RunStatus.failed else []
+                run_service.finish_run(session, self.run_id, status, final=final, error=error,
+                                       attempt=self.claim.attempt)
+        except Exception as exc:
+            if not store:
+                raise
+            log.exception("run %s: storing the adapter failed", self.run_id)
+            return self._finish(RunStatus.failed, error={
+                "code": "adapter_save_failed", "message": f"Storing the adapter failed ({type(exc).__name__}: "
+                f"{exc}). The run's newest checkpoint is kept whole."})
+        self._collect(dropped)
         self._publish_status()
         return status.value
 

@@ -11,13 +11,20 @@ ADVICE: dict[str, str] = {
     "prepare_failed": "The worker could not prepare the run's files; check the worker's disk space and database.",
     "trainer_crashed": "Often out of memory: try QLoRA, a smaller batch, shorter sequences or gradient "
     "checkpointing. The traceback tail shows the cause.",
-    "worker_lost": "Clone the run to queue it again; if it keeps happening, check the worker's log and memory "
-    "(the kernel's out-of-memory killer ends a process without a trace).",
     "unsafe_weights": "Save the model with safetensors (save_pretrained in a trusted environment) and register "
     "that folder; pickle-based .bin/.pt weights are never loaded.",
     "diverged": "Lower training.learning_rate (try 10× lower) or raise warm-up, keep gradient clipping on "
     "(training.max_grad_norm 1.0), and check the data for empty, duplicated or garbled examples with the dataset "
     "doctor.",
+    "worker_lost": "The run was retried from its newest checkpoint and its worker died every time. Check the "
+    "worker's log and memory (the kernel's out-of-memory killer ends a process without a trace): try QLoRA, a "
+    "smaller batch or shorter sequences, then clone the run.",
+    "checkpoint_save_failed": "Free disk space on the worker (its work folder) or in the database, or check the "
+    "database's health, then clone the run; the previous checkpoint is kept whole.",
+    "adapter_save_failed": "Free disk space on the worker (its work folder) or in the database, or check the "
+    "database's health, then clone the run; the newest checkpoint is kept whole.",
+    "checkpoint_invalid": "The stored checkpoint is damaged; clone the run to start it over.",
+    "checkpoint_mismatch": "The checkpoint belongs to other data or settings; clone the run to start it over.",
     "internal_error": "An unexpected error; the traceback tail shows where. Please report it with the run's spec.",
 }
 

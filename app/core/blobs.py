@@ -52,7 +52,9 @@ def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def _finalise(session: Session, blob: Blob, sha256: str, size: int) -> Blob:
-    existing = session.scalar(select(Blob).where(Blob.sha256 == sha256))
+    # FOR SHARE (PostgreSQL; SQLite writers are serial anyway): a blob found for reuse cannot be deleted by a
+    # concurrent clean-up of unused blobs before this unit of work, which now uses it, commits.
+    existing = session.scalar(select(Blob).where(Blob.sha256 == sha256).with_for_update(read=True))
     if existing is not None:
         session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob.id))
         session.delete(blob)

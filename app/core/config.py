@@ -27,7 +27,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset upload.")
     visibility_timeout_s: int = Field(24 * 3600, description="Redis redelivery timeout; above the longest run.")
     cancel_grace_s: float = Field(30.0, description="Seconds between SIGTERM and SIGKILL when cancelling.")
-    lost_after_s: float = Field(120.0, description="A running run whose heartbeat is older than this is failed.")
+    lost_after_s: float = Field(
+        30.0, description="A running run whose heartbeat (every 2 s) is older than this lost its worker: it is queued "
+        "again to resume from its newest checkpoint on another worker, or failed after max_attempts."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="How many times a run may be started: one whose worker dies each time (out of memory, "
+        "say) then fails with worker_lost instead of trying forever."
+    )
     session_days: float = Field(14.0, gt=0, description="How long a browser stays signed in after logging in.")
     admin_password: str = Field("", description="The first admin's password on a fresh studio; empty: generated.")
 

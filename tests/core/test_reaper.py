@@ -1,4 +1,5 @@
-"""A run whose worker stopped sending heartbeats is failed with a reason, once; live runs are left alone."""
+"""A run whose worker stopped sending heartbeats is queued again to resume, failed with a reason after too many
+attempts, or cancelled if a cancel was pending; live runs are left alone."""
 
 from __future__ import annotations
 
@@ -8,32 +9,47 @@ from sqlalchemy import select
 
 from app.core.db import utcnow
 from app.core.models import BaseModelEntry, Blob, Dataset, Run, RunEvent, RunStatus
-from app.core.services.runs import reap_lost_runs
+from app.core.services.recovery import reap_lost_runs
+
+SILENT = timedelta(seconds=30)
 
 
-def _running_run(session, heartbeat_age_s: float) -> int:
-    blob = Blob(sha256=f"reaper-{utcnow().timestamp()}-{heartbeat_age_s}", size=0, media_type="x")
-    model = BaseModelEntry(name=f"m-{utcnow().timestamp()}-{heartbeat_age_s}", source="hub", ref="org/m")
+def _running_run(session, heartbeat_age_s: float, attempts: int = 1, cancel: bool = False) -> int:
+    tag = f"{utcnow().timestamp()}-{heartbeat_age_s}-{attempts}-{cancel}"
+    blob = Blob(sha256=f"reaper-{tag}", size=0, media_type="x")
+    model = BaseModelEntry(name=f"m-{tag}", source="hub", ref="org/m")
     session.add_all([blob, model])
     session.flush()
     dataset = Dataset(name="d", filename="d.jsonl", file_type="jsonl", format="text", row_count=1, size_bytes=1,
                       sha256="0" * 64, blob_id=blob.id)
     session.add(dataset)
     session.flush()
-    run = Run(name="r", status=RunStatus.running, method="lora", spec={}, dataset_id=dataset.id,
-              base_model_id=model.id, heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age_s))
+    run = Run(name="r", status=RunStatus.running, method="lora", spec={}, dataset_id=dataset.id, worker="w1@host",
+              base_model_id=model.id, heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age_s), attempts=attempts,
+              cancel_requested=cancel)
     session.add(run)
     session.flush()
     return run.id
 
 
-def test_silent_run_is_failed_with_worker_lost(session) -> None:
-    lost, alive = _running_run(session, 300), _running_run(session, 5)
-    reaped = reap_lost_runs(session, timedelta(seconds=120))
+def _kinds(session, run_id: int) -> list[str]:
+    return list(session.scalars(select(RunEvent.kind).where(RunEvent.run_id == run_id).order_by(RunEvent.id)))
+
+
+def test_silent_runs_are_requeued_then_failed_after_max_attempts(session) -> None:
+    retried, exhausted = _running_run(session, 300, attempts=1), _running_run(session, 300, attempts=3)
+    stopping, alive = _running_run(session, 300, cancel=True), _running_run(session, 5)
+    reaped = reap_lost_runs(session, SILENT, max_attempts=3)
     session.expire_all()  # the reaper updates rows with SQL; read them back from the database
-    assert lost in reaped and alive not in reaped
-    assert session.get(Run, lost).status == RunStatus.failed and session.get(Run, lost).error_code == "worker_lost"
-    assert session.get(Run, lost).error_advice and session.get(Run, alive).status == RunStatus.running
-    kinds = session.scalars(select(RunEvent.kind).where(RunEvent.run_id == lost)).all()
-    assert kinds == ["failed"]
-    assert lost not in reap_lost_runs(session, timedelta(seconds=120))  # once only
+    assert reaped == {retried: "queued", exhausted: "failed", stopping: "cancelled"}
+    again = session.get(Run, retried)
+    assert again.status == RunStatus.queued and again.heartbeat_at is None and again.attempts == 1
+    assert _kinds(session, retried) == ["requeued"]
+    assert "attempt 1 of 3" in session.scalars(select(RunEvent.message).where(RunEvent.run_id == retried)).one()
+    failed = session.get(Run, exhausted)
+    assert failed.status == RunStatus.failed and failed.error_code == "worker_lost" and failed.error_advice
+    assert "3 attempts" in failed.error_message and _kinds(session, exhausted) == ["failed"]
+    assert session.get(Run, stopping).status == RunStatus.cancelled
+    assert session.get(Run, alive).status == RunStatus.running and _kinds(session, alive) == []
+    assert reap_lost_runs(session, SILENT, max_attempts=3) == {}  # once only
+    assert session.info.get("pending_jobs"), "the requeued run is sent to the workers once this commits"

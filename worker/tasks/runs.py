@@ -14,13 +14,15 @@ from worker.launcher import Launcher
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name="runs.execute")
-def execute(run_id: int) -> str:
+@celery_app.task(name="runs.execute", bind=True)
+def execute(self, run_id: int) -> str:  # noqa: ANN001
     """Claim the run; if another delivery already did, do nothing."""
+    worker = self.request.hostname or socket.gethostname()  # the node name, distinct per worker on one host
     factory = resources().session_factory
     with session_scope(factory) as session:
-        claimed = run_service.claim_run(session, run_id, worker=socket.gethostname())
-    if not claimed:
+        claim = run_service.claim_run(session, run_id, worker=worker)
+    if claim is None:
         log.info("run %s was not queued (claimed elsewhere or cancelled); skipping", run_id)
         return "skipped"
-    return Launcher(run_id, resources()).run()
+    log.info("run %s: attempt %s on %s (resuming from step %s)", run_id, claim.attempt, worker, claim.resume_step)
+    return Launcher(run_id, resources(), claim).run()

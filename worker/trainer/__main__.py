@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import signal
@@ -30,6 +31,29 @@ def claim_stdout() -> TextIO:
     return events
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_ENV = "LORASTUDIO_TRAINER_PARENT"
+
+
+def die_with_parent() -> None:
+    """When spawned by a launcher (its pid in $LORASTUDIO_TRAINER_PARENT), be killed as soon as it dies.
+
+    A worker killed with -9 cannot stop its trainer, which would go on using the device for a run that is
+    already being resumed elsewhere. The kernel's parent-death signal (Linux) fires when the thread that
+    spawned this process exits; the launcher spawns and waits from the same thread, so that is its death.
+    """
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (OSError, AttributeError):  # not Linux: the launcher's own kill on cancel still applies
+        return
+    if os.getppid() != int(parent):  # it died before the request took effect
+        os._exit(1)
+
+
 def load_spec(path: Path) -> RunSpec:
     """A RunSpec from a .json or .yaml file."""
     text = path.read_text(encoding="utf-8")
@@ -54,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.trainer", description=__doc__)
     parser.add_argument("spec", type=Path, help="RunSpec as .json or .yaml")
     parser.add_argument("--out", type=Path, required=True, help="output folder (adapter/, checkpoints/)")
+    parser.add_argument("--resume", type=Path, help="checkpoint folder of an earlier attempt to continue from")
     args = parser.parse_args(argv)
+    die_with_parent()
     sink = JsonLinesSink(claim_stdout())
     stop = threading.Event()
     # SIGTERM (the launcher's cancel) and Ctrl-C become a clean stop at the next step boundary.
@@ -63,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from worker.trainer.loop import train  # heavy imports after the stream is safe
 
-        train(load_spec(args.spec), args.out, sink, stop.is_set)
+        train(load_spec(args.spec), args.out, sink, stop.is_set, resume_from=args.resume)
     except Exception as exc:
         sink.event("error", **_error_fields(exc))
         return 1

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from worker.trainer.errors import TrainerError
 from worker.trainer.spec import RunSpec
 
 
@@ -50,9 +51,12 @@ def model_card(spec: RunSpec, final: dict[str, Any], versions: dict[str, str]) -
 def save_adapter(model: Any, tokenizer: Any, spec: RunSpec, out_dir: Path, final: dict[str, Any]) -> Path:
     """Write out_dir/adapter: adapter weights (safetensors only), config, tokenizer, spec.yaml, README.md."""
     adapter_dir = Path(out_dir) / "adapter"
-    model.save_pretrained(adapter_dir, safe_serialization=True)
-    tokenizer.save_pretrained(adapter_dir)
-    (adapter_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
-    # Replaces PEFT's generic card with one that says what this run was.
-    (adapter_dir / "README.md").write_text(model_card(spec, final, library_versions()), encoding="utf-8")
+    try:
+        model.save_pretrained(adapter_dir, safe_serialization=True)
+        tokenizer.save_pretrained(adapter_dir)
+        (adapter_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+        # Replaces PEFT's generic card with one that says what this run was.
+        (adapter_dir / "README.md").write_text(model_card(spec, final, library_versions()), encoding="utf-8")
+    except Exception as exc:  # a full disk, a lost mount (safetensors reports it as its own error type)
+        raise TrainerError("adapter_save_failed", f"Could not write the adapter to {adapter_dir}: {exc}") from exc
     return adapter_dir

@@ -31,12 +31,15 @@ class MetricsCallback(TrainerCallback):
         self.sink = sink
         self.started_info = started or {}
         self.started = time.monotonic()
+        self.tokens_at_start = 0
         self.last: dict[str, float] = {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # Emitted here because only now does the Trainer know the total number of steps.
         self.sink.event("started", **self.started_info, total_steps=int(state.max_steps))
         self.started = time.monotonic()
+        # A resumed run starts with the tokens of its earlier attempts; the rate is of this attempt's.
+        self.tokens_at_start = int(state.num_input_tokens_seen)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         values = {ours: float(logs[theirs]) for theirs, ours in _RENAMES.items() if logs and theirs in logs}
@@ -45,7 +48,7 @@ class MetricsCallback(TrainerCallback):
         elapsed = time.monotonic() - self.started
         tokens = int(state.num_input_tokens_seen)
         values |= {"tokens_seen": tokens, "elapsed_s": round(elapsed, 3), "memory_mb": round(memory_mb(), 1),
-                   "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else 0.0,
+                   "tokens_per_second": round((tokens - self.tokens_at_start) / elapsed, 1) if elapsed > 0 else 0.0,
                    # Wall clock of the report, so the log-to-browser latency can be measured end to end.
                    "logged_at": round(time.time(), 3)}
         self.last |= values

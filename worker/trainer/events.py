@@ -5,6 +5,7 @@ Event types (field "type"):
 - "metric":   step, plus any of epoch, loss, learning_rate, grad_norm, eval_loss, tokens_seen, tokens_per_second,
               elapsed_s, memory_mb
 - "log":      message (human progress: "loading model", "tokenising 91 examples" …)
+- "checkpoint": step, path (a whole checkpoint folder, see checkpoint.py; the reader may move it away)
 - "finished": status ("succeeded" | "cancelled"), final {train_loss, eval_loss, steps, tokens_seen}
 - "error":    code (stable), message (actionable), traceback (tail)
 """

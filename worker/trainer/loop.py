@@ -9,13 +9,19 @@ from typing import Any
 
 from worker.trainer.artifacts import library_versions, save_adapter
 from worker.trainer.callbacks import MetricsCallback, StopCallback
+from worker.trainer.checkpoint import CheckpointEvents, SafeCheckpoints
 from worker.trainer.data import PaddingCollator, build_datasets
 from worker.trainer.errors import TrainerError
 from worker.trainer.events import MetricSink
 from worker.trainer.guard import DivergenceGuard
+from worker.trainer.loss import LabelledLossTrainer
 from worker.trainer.model import load_model, load_tokenizer, optimizer_name, pick_device, supports_bf16
 from worker.trainer.packing import PackingCollator
 from worker.trainer.spec import RunSpec
+
+
+class StudioTrainer(SafeCheckpoints, LabelledLossTrainer):
+    """Loss on the labelled positions only; checkpoints and resumes as plain data (safetensors + JSON)."""
 
 
 @dataclass
@@ -81,11 +87,13 @@ def _final(trainer: Any, metrics: MetricsCallback) -> dict[str, Any]:
             "steps": int(trainer.state.global_step), "tokens_seen": int(trainer.state.num_input_tokens_seen)}
 
 
-def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[[], bool] = lambda: False) -> RunResult:
-    """Fine-tune spec.model with LoRA/QLoRA on spec.data, save the adapter into out_dir/adapter, and report."""
-    from transformers import PrinterCallback, set_seed
+def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[[], bool] = lambda: False,
+          resume_from: Path | None = None) -> RunResult:
+    """Fine-tune spec.model with LoRA/QLoRA on spec.data, save the adapter into out_dir/adapter, and report.
 
-    from worker.trainer.loss import LabelledLossTrainer
+    resume_from: a checkpoint folder of an earlier attempt at this spec; training continues from it exactly.
+    """
+    from transformers import PrinterCallback, set_seed
 
     out_dir, device = Path(out_dir), pick_device()
     set_seed(spec.training.seed)
@@ -100,14 +108,14 @@ def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[
                                              "trainable_params": trainable, "total_params": total})
     stop = StopCallback(should_stop)
     guard = DivergenceGuard(spec.training.divergence_factor)
-    trainer = LabelledLossTrainer(
+    trainer = StudioTrainer(
         model=model, args=training_arguments(spec, out_dir, device, bool(eval_set)), train_dataset=train_set,
         eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer),
-        processing_class=tokenizer, callbacks=[metrics, stop, guard],
+        processing_class=tokenizer, callbacks=[metrics, stop, guard, CheckpointEvents(sink)],
     )
     # With tqdm off the Trainer prints every log dict to stdout; our metrics already go to the sink.
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if guard.reason:
         raise TrainerError("diverged", f"Training diverged: {guard.reason}. The adapter was not saved.")
     if eval_set and not stop.stopped and _last_eval_step(trainer) != trainer.state.global_step:

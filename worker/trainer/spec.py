@@ -138,7 +138,12 @@ class TrainingSpec(_Section):
     eval_steps: int | None = Field(
         None, ge=1, description="Evaluate every N steps (default: once per epoch)."
     )
-    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: at the end only).")
+    save_steps: int | None = Field(
+        100, ge=1,
+        description="Checkpoint every N optimiser steps (adapter, optimizer, scheduler, random states and data "
+        "position, kept in the studio): a run whose worker dies resumes from the newest one. Empty: no "
+        "checkpoints, so such a run starts over.",
+    )
     seed: int = Field(42, description="Seed for data order, LoRA initialisation and dropout.")
     divergence_factor: float | None = Field(
         4.0, gt=1.0, le=1000.0,

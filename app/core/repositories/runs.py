@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -29,11 +29,11 @@ def list_recent(session: Session, status: str | None = None, limit: int = 200,
     return session.scalars(query).all()
 
 
-def transition(session: Session, run_id: int, from_: Sequence[RunStatus], **values: Any) -> bool:
-    """Atomically move a run out of one of the given states; False if it was in none of them."""
+def transition(session: Session, run_id: int, from_: Sequence[RunStatus], *conditions: Any, **values: Any) -> bool:
+    """Atomically move a run out of one of the given states (and meeting conditions); False if it was not."""
     result = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status.in_([s.value for s in from_]))
+        .where(Run.id == run_id, Run.status.in_([s.value for s in from_]), *conditions)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -45,6 +45,18 @@ def touch(session: Session, run_id: int, **values: Any) -> None:
     session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow(), **values))
 
 
+def beat(session: Session, run_id: int, attempt: int) -> bool | None:
+    """One attempt's heartbeat: the run's cancel flag, or None once the run is no longer running as that attempt."""
+    if not transition(session, run_id, [RunStatus.running], Run.attempts == attempt, heartbeat_at=utcnow()):
+        return None
+    return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def attempts(session: Session, run_id: int) -> int:
+    """How many times the run has been claimed."""
+    return session.scalar(select(Run.attempts).where(Run.id == run_id)) or 0
+
+
 def metric_points(session: Session, run_id: int, after_seq: int = 0) -> Sequence[MetricPoint]:
     """Points of a run with seq above after_seq, in order."""
     query = select(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.seq > after_seq)
@@ -52,8 +64,17 @@ def metric_points(session: Session, run_id: int, after_seq: int = 0) -> Sequence
 
 
 def last_seq(session: Session, run_id: int) -> int:
-    """Highest seq stored for a run (0 if none)."""
-    return session.scalar(select(func.coalesce(func.max(MetricPoint.seq), 0)).where(MetricPoint.run_id == run_id))
+    """Highest seq a run has used (0 if none): its stored points, and the points a resumed attempt replaced
+    (their seqs are not given out again, so a live view that saw them takes the new points as new)."""
+    stored = session.scalar(select(func.coalesce(func.max(MetricPoint.seq), 0)).where(MetricPoint.run_id == run_id))
+    resumed = session.scalars(select(RunEvent.data).where(RunEvent.run_id == run_id, RunEvent.kind == "resumed"))
+    return max([stored, *(int((data or {}).get("seq_floor", 0)) for data in resumed)])
+
+
+def drop_points_after(session: Session, run_id: int, step: int) -> int:
+    """Delete a run's metric points past a step (an attempt that resumes there reports them again)."""
+    query = delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step > step)
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount
 
 
 def artifacts(session: Session, run_id: int, kind: str = "adapter") -> Sequence[Artifact]:
@@ -67,10 +88,10 @@ def timeline(session: Session, run_id: int) -> Sequence[RunEvent]:
     return session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)).all()
 
 
-def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[int]:
-    """Ids of running runs whose last heartbeat is older than the cut-off (their worker is gone)."""
-    query = select(Run.id).where(Run.status == RunStatus.running, Run.heartbeat_at < heartbeat_before)
-    return session.scalars(query).all()
+def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[Run]:
+    """Running runs whose last heartbeat is older than the cut-off (their worker is gone)."""
+    query = select(Run).where(Run.status == RunStatus.running, Run.heartbeat_at < heartbeat_before)
+    return session.scalars(query.order_by(Run.id)).all()
 
 
 def mark_dispatched(bind: Engine | Connection, run_id: int, broker_id: str | None) -> None:

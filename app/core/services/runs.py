@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -14,6 +15,7 @@ from app.core.advice import advice_for
 from app.core.db import utcnow
 from app.core.errors import StudioError, not_found
 from app.core.models import Dataset, MetricPoint, Run, RunEvent, RunStatus, User
+from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import catalog
 from app.core.repositories import runs as runs_repo
 from app.core.services import run_checks
@@ -53,8 +55,13 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
     session.add(run)
     session.flush()
     add_event(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
-    jobs.enqueue(session, EXECUTE_TASK, on_sent=partial(_dispatched, run.id), run_id=run.id)
+    enqueue_execution(session, run.id)
     return run
+
+
+def enqueue_execution(session: Session, run_id: int) -> None:
+    """Send the run to the workers once the caller commits, noting which Redis instance took it."""
+    jobs.enqueue(session, EXECUTE_TASK, on_sent=partial(_dispatched, run_id), run_id=run_id)
 
 
 def _dispatched(run_id: int, bind, broker_id: str | None) -> None:  # noqa: ANN001
@@ -103,14 +110,38 @@ def cancel_run(session: Session, run: Run) -> Run:
     raise StudioError("conflict", "run_finished", f"Run {run.id} is already {run.status}; nothing to cancel.")
 
 
-def claim_run(session: Session, run_id: int, worker: str) -> bool:
-    """Take a queued run for this worker; False if another delivery already took it (or it was cancelled)."""
+@dataclass(frozen=True)
+class Claim:
+    """One attempt at a run, taken by a worker: its number, and the checkpoint step it continues from."""
+
+    attempt: int
+    resume_step: int | None
+
+
+def claim_run(session: Session, run_id: int, worker: str) -> Claim | None:
+    """Take a queued run for this worker; None if another delivery already took it (or it was cancelled)."""
     now = utcnow()
-    claimed = runs_repo.transition(session, run_id, [RunStatus.queued], status=RunStatus.running, started_at=now,
-                                   heartbeat_at=now, worker=worker, attempts=Run.attempts + 1)
-    if claimed:
+    if not runs_repo.transition(session, run_id, [RunStatus.queued], status=RunStatus.running, started_at=now,
+                                heartbeat_at=now, worker=worker, attempts=Run.attempts + 1):
+        return None
+    attempt = runs_repo.attempts(session, run_id)
+    checkpoint = artifacts_repo.latest_checkpoint(session, run_id)
+    step = checkpoint[0] if checkpoint else None
+    if attempt == 1:
         add_event(session, run_id, "started", f"Picked up by worker {worker}.")
-    return claimed
+    else:
+        _begin_again(session, run_id, worker, attempt, step)
+    return Claim(attempt=attempt, resume_step=step)
+
+
+def _begin_again(session: Session, run_id: int, worker: str, attempt: int, step: int | None) -> None:
+    """A later attempt replaces the points after its checkpoint (all of them, without one): none is kept twice."""
+    floor = runs_repo.last_seq(session, run_id)
+    dropped = runs_repo.drop_points_after(session, run_id, step or 0)
+    runs_repo.touch(session, run_id, current_step=step or 0)
+    where = f"from step {step}" if step else "from the beginning (no checkpoint had been stored)"
+    add_event(session, run_id, "resumed", f"Resumed {where} on worker {worker} (attempt {attempt}).",
+              from_step=step or 0, attempt=attempt, worker=worker, seq_floor=floor, replaced_points=dropped)
 
 
 def record_started(session: Session, run_id: int, event: dict[str, Any]) -> None:
@@ -143,33 +174,26 @@ def _values(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def finish_run(session: Session, run_id: int, status: RunStatus, final: dict[str, Any] | None = None,
-               error: dict[str, Any] | None = None) -> None:
-    """Move a running run to its end state with the trainer's final numbers or error."""
+               error: dict[str, Any] | None = None, attempt: int | None = None) -> bool:
+    """Move a running run to its end state with the trainer's final numbers or error.
+
+    With `attempt`, only while the run is still that attempt's (not handed to another worker meanwhile).
+    """
     error = error or {}
-    moved = runs_repo.transition(session, run_id, [RunStatus.running], status=status, finished_at=utcnow(),
-                                 final=final or {}, error_code=error.get("code"), error_message=error.get("message"),
-                                 error_traceback=error.get("traceback"))
+    same_attempt = [Run.attempts == attempt] if attempt is not None else []
+    moved = runs_repo.transition(session, run_id, [RunStatus.running], *same_attempt, status=status,
+                                 finished_at=utcnow(), final=final or {}, error_code=error.get("code"),
+                                 error_message=error.get("message"), error_traceback=error.get("traceback"))
     if moved:
-        add_event(session, run_id, status.value, _end_message(status, final or {}, error), code=error.get("code"))
+        add_event(session, run_id, status.value, end_message(status, final or {}, error), code=error.get("code"))
+    return moved
 
 
-def _end_message(status: RunStatus, final: dict[str, Any], error: dict[str, Any]) -> str:
+def end_message(status: RunStatus, final: dict[str, Any], error: dict[str, Any]) -> str:
+    """The timeline's sentence for a run's end (with the advice for a failure)."""
     if status == RunStatus.failed:
         return f"Failed ({error.get('code')}): {error.get('message')} {advice_for(error.get('code'))}"
     return f"{status.value.capitalize()} after {final.get('steps')} steps; final train loss {final.get('train_loss')}."
-
-
-def reap_lost_runs(session: Session, silent_for: timedelta) -> list[int]:
-    """Fail running runs whose worker stopped sending heartbeats, so none stays "running" forever."""
-    reaped = []
-    for run_id in runs_repo.stale_running(session, utcnow() - silent_for):
-        error = {"code": "worker_lost", "message": f"The worker stopped sending heartbeats for over "
-                 f"{int(silent_for.total_seconds())} s (it crashed, was killed or lost the database)."}
-        if runs_repo.transition(session, run_id, [RunStatus.running], status=RunStatus.failed, finished_at=utcnow(),
-                                error_code=error["code"], error_message=error["message"]):
-            add_event(session, run_id, "failed", _end_message(RunStatus.failed, {}, error), code=error["code"])
-            reaped.append(run_id)
-    return reaped
 
 
 def adapter_files(session: Session, run: Run) -> list[tuple[str, int]]:

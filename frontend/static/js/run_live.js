@@ -4,12 +4,13 @@
 
 import { ChartPanel } from "./charts/chart_panel.js";
 import { cssVar } from "./charts/colors.js";
+import { RunPoints } from "./run_points.js";
 
 const ENDED = new Set(["succeeded", "failed", "cancelled"]);
 // Long enough to coalesce a burst of history into one draw, short enough to keep live latency low.
 const DRAW_EVERY_MS = 50;
 const lossEl = document.getElementById("loss-chart");
-const points = new Map(); // seq -> point: a replayed point (after a reconnect) never draws twice
+const points = new RunPoints(); // by seq; a resumed run's repeated steps replace the ones they supersede
 let drawTimer = null;
 let timelineTimer = null;
 let status = lossEl.dataset.status;
@@ -48,7 +49,7 @@ function onMetric(point) {
   if (typeof point.step !== "number" || typeof point.seq !== "number") return;
   // The first point means the trainer has reported its device and versions: show them.
   if (points.size === 0 && status === "running") refresh("detailsUrl", "run-details");
-  points.set(point.seq, point);
+  points.add(point);
   if (typeof point.loss === "number") {
     const last = document.getElementById("run-last-loss");
     if (last) last.textContent = point.loss.toFixed(4);

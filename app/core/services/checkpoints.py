@@ -1,0 +1,85 @@
+"""A run's checkpoints in the blob store: each stored whole or not at all, only the newest kept, exported to resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app.core import blobs
+from app.core.models import Artifact
+from app.core.repositories import artifacts as artifacts_repo
+from app.core.repositories import runs as runs_repo
+from app.core.services.runs import add_event
+
+MANIFEST = "checkpoint.json"  # written last by the trainer: every other file with its sha256
+
+
+class NotThisAttempt(Exception):
+    """The run was handed to another attempt (its worker looked dead); this one must stop writing."""
+
+
+class IncompleteCheckpoint(ValueError):
+    """A checkpoint folder that does not match its manifest (it was being pruned when it was taken)."""
+
+
+def store(session: Session, run_id: int, attempt: int, step: int, folder: Path) -> list[int]:
+    """Store a trainer's checkpoint folder as the run's newest checkpoint and drop the older ones.
+
+    All in the caller's unit of work, so a failure (a full disk, a database error) leaves the previous
+    checkpoint as it was. Returns the blob ids the dropped ones used, to collect once this has committed.
+    """
+    older = artifacts_repo.of_kind(session, run_id, artifacts_repo.CHECKPOINT)
+    size = 0
+    for relative, sha256 in _listing(folder).items():
+        blob = blobs.put_file(session, folder / relative, "application/octet-stream")
+        if sha256 is not None and blob.sha256 != sha256:
+            raise IncompleteCheckpoint(f"{relative} of the checkpoint of step {step} does not match its manifest")
+        session.add(Artifact(run_id=run_id, kind=artifacts_repo.CHECKPOINT, blob_id=blob.id, size=blob.size,
+                             name=artifacts_repo.checkpoint_name(step, relative)))
+        size += blob.size
+    # Checked last, as a heartbeat: this locks the run row (PostgreSQL) only for the commit, not while a large
+    # checkpoint streams in, so the heartbeat thread is never held up; a requeue meanwhile undoes it all.
+    if runs_repo.beat(session, run_id, attempt) is None:
+        raise NotThisAttempt(f"run {run_id} is no longer attempt {attempt}'s")
+    dropped = artifacts_repo.delete_all(session, older)
+    add_event(session, run_id, "checkpoint", f"Checkpoint of step {step} stored ({size / 2**20:.1f} MiB).", step=step)
+    return dropped
+
+
+def _listing(folder: Path) -> dict[str, str | None]:
+    """{relative path: sha256} of the folder's files per its manifest (None for the manifest itself)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise IncompleteCheckpoint(f"{folder} has no readable {MANIFEST} ({exc})") from None
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    if present != set(files) | {MANIFEST}:
+        raise IncompleteCheckpoint(f"{folder} holds {sorted(present)}, its manifest lists {sorted(files)}")
+    return {**{name: entry["sha256"] for name, entry in sorted(files.items())}, MANIFEST: None}
+
+
+def export(session: Session, run_id: int, dest: Path) -> Path | None:
+    """Write the run's newest checkpoint under dest; returns its folder (None when it has none)."""
+    latest = artifacts_repo.latest_checkpoint(session, run_id)
+    if latest is None:
+        return None
+    step, files = latest
+    for artifact in files:
+        blobs.export_to_file(session, artifact.blob_id, dest / artifact.name)
+    return dest / artifacts_repo.checkpoint_name(step, "").rstrip("/")
+
+
+def drop(session: Session, run_id: int) -> list[int]:
+    """Delete all of a run's checkpoints (it has ended well); returns the blob ids to collect after commit."""
+    return artifacts_repo.delete_all(session, artifacts_repo.of_kind(session, run_id, artifacts_repo.CHECKPOINT))
+
+
+def collect(session: Session, blob_ids: list[int]) -> int:
+    """Delete the blobs among these that nothing uses any more; returns how many.
+
+    A unit of work of its own after the one that dropped the artifacts: deleting a blob another run is just
+    starting to use fails that delete (the reuse locks the blob), and must not undo what was stored.
+    """
+    return artifacts_repo.delete_unreferenced_blobs(session, blob_ids)

@@ -1,0 +1,58 @@
+"""The heartbeat of one attempt at a run, from a thread of its own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import session_scope
+from app.core.repositories import runs as runs_repo
+
+log = logging.getLogger(__name__)
+INTERVAL_S = 2.0
+
+
+class Heartbeat:
+    """Beats every INTERVAL_S while the launcher works, and brings news back.
+
+    On its own thread so that nothing the launcher does (storing a large checkpoint, say) makes a live run
+    look dead to the janitor. `cancel_requested` mirrors the run's cancel flag; `lost` turns true once the
+    run is no longer this attempt's (the janitor gave it to another worker after a long silence, e.g. while
+    the database was unreachable from here): the launcher must then stop its trainer and write nothing more.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], run_id: int, attempt: int) -> None:
+        self.factory, self.run_id, self.attempt = factory, run_id, attempt
+        self.cancel_requested = False
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat_forever, daemon=True, name=f"heartbeat-run-{run_id}")
+
+    def start(self) -> Heartbeat:
+        """Beat now, then every INTERVAL_S until stop()."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating (the run has ended, or this attempt gave it up)."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def beat(self) -> None:
+        """Record that the run is alive, and read its cancel flag, in one unit of work."""
+        with session_scope(self.factory) as session:
+            cancel = runs_repo.beat(session, self.run_id, self.attempt)
+        if cancel is None:
+            self.lost = True
+        else:
+            self.cancel_requested = cancel
+
+    def _beat_forever(self) -> None:
+        while not self.lost and not self._stop.is_set():
+            try:
+                self.beat()
+            except Exception:  # the database may be away for a moment; the janitor allows many missed beats
+                log.warning("heartbeat of run %s failed", self.run_id, exc_info=True)
+            self._stop.wait(INTERVAL_S)
