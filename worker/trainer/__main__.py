@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TextIO
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder (adapter/, checkpoints/)")
     args = parser.parse_args(argv)
     sink = JsonLinesSink(claim_stdout())
+    # The first event, before the heavy imports: queue latency is measured to here (benchmarks/queue_latency.py).
+    sink.event("log", message=f"trainer process started (pid {os.getpid()})", at=round(time.time(), 3))
     stop = threading.Event()
     # SIGTERM (the launcher's cancel) and Ctrl-C become a clean stop at the next step boundary.
     for signum in (signal.SIGTERM, signal.SIGINT):
