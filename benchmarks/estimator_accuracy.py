@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 GGUF = Path.home() / ".cache/lorastudio/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL = Path("/tmp/smollm2-hf")
+DEFAULT_MODEL = Path.home() / ".cache/lorastudio/smollm2-hf"
 GRID = [(method, seq, batch) for method in ("lora", "qlora") for seq in (64, 256) for batch in (2, 8)]
 TEXT = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches "
          "in the old town square and every evening the river carries leaves toward the distant sea")
@@ -116,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
     if args.one:

@@ -38,7 +38,8 @@ def test_lora_learns_and_changes_only_adapter_weights(make_spec, tiny_model: Pat
     trained = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
                for k, v in seen["model"].state_dict().items() if "lora_" not in k}
     assert trained.keys() == base.keys()
-    assert all(torch.equal(trained[k], base[k]) for k in base)
+    # Frozen block linears may be stored in bf16 (CPUs with bf16 autocast): unchanged up to that rounding.
+    assert all(torch.equal(trained[k], base[k].to(trained[k].dtype)) for k in base)
     types = [e["type"] for e in sink.events]
     assert types.index("started") < types.index("metric") and types[-1] == "finished"
     steps = [m["step"] for m in sink.metrics() if "loss" in m]

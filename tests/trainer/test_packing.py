@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from worker.trainer.data import IGNORE_INDEX, PaddingCollator
-from worker.trainer.packing import PackingCollator
+from worker.trainer.loss import model_inputs
+from worker.trainer.packing import PackingCollator, first_fit_decreasing
 
 
 def _examples(tokenizer, texts: list[str]) -> list[dict[str, list[int]]]:
@@ -23,22 +24,31 @@ def _examples(tokenizer, texts: list[str]) -> list[dict[str, list[int]]]:
 def _loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of per-token losses, whatever the layout of the batch."""
     labels = batch["labels"]
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+    logits = model(**model_inputs(batch)).logits.float()
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
 
 
+TEXTS = ["the cat is on the mat and the dog is in the house", "hello",
+         "what is the capital of france ? paris is the capital", "one two three four five six seven"]
+
+
+def _model(tiny_model: Path):
+    return AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", dtype=torch.float32)
+
+
 def test_packed_and_padded_losses_and_gradients_match(tiny_model: Path) -> None:
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", dtype=torch.float32)
-    examples = _examples(tokenizer, ["the cat is on the mat and the dog is in the house",
-                                     "hello", "what is the capital of france ? paris is the capital",
-                                     "one two three four five six seven"])
+    model = _model(tiny_model)
+    examples = _examples(tokenizer, TEXTS)
     padded = _loss_sum(model, PaddingCollator(tokenizer.pad_token_id)(examples))
     grads_padded = torch.autograd.grad(padded, model.model.embed_tokens.weight)[0]
-    packed = _loss_sum(model, PackingCollator()(examples))
+    # A cap of 20 tokens: several rows, some holding two examples, one with a padding segment.
+    batch = PackingCollator(20, tokenizer.pad_token_id)(examples)
+    assert 1 < batch["input_ids"].shape[0] < len(examples) and batch["input_ids"].shape[1] <= 20
+    packed = _loss_sum(model, batch)
     grads_packed = torch.autograd.grad(packed, model.model.embed_tokens.weight)[0]
     torch.testing.assert_close(packed, padded, rtol=1e-5, atol=0)
     torch.testing.assert_close(grads_packed, grads_padded, rtol=1e-4, atol=1e-6)
@@ -47,16 +57,29 @@ def test_packed_and_padded_losses_and_gradients_match(tiny_model: Path) -> None:
 def test_packing_without_boundary_masks_would_differ(tiny_model: Path) -> None:
     """Guards the test above: the same packed row as one plain sequence gives a different loss."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", dtype=torch.float32)
+    model = _model(tiny_model)
     examples = _examples(tokenizer, ["the cat is on the mat", "one two three four five six seven"])
-    packed = PackingCollator()(examples)
+    packed = PackingCollator(64)(examples)
     plain = {"input_ids": packed["input_ids"], "labels": packed["labels"], "use_cache": False}
     assert abs(_loss_sum(model, packed) - _loss_sum(model, plain)) > 1e-3
 
 
-def test_packed_row_masks_each_first_label_and_restarts_positions() -> None:
-    batch = PackingCollator()([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
-    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
-    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9]]
-    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
-    assert "attention_mask" not in batch and batch["use_cache"] is False
+def test_rows_are_capped_and_padding_restarts_its_own_segment() -> None:
+    batch = PackingCollator(5, pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]},
+                                                {"input_ids": [8, 9], "labels": [8, 9]},
+                                                {"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}])
+    # Longest first: [1..4] alone (room for 1), [5, 6, 7] + [8, 9] fill the second row.
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 2, 3, 4, IGNORE_INDEX], [IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]  # counts real tokens only
+    assert batch["use_cache"] is False
+    assert "attention_mask" not in model_inputs(batch)  # it would switch off packed-sequence masking
+
+
+def test_first_fit_decreasing_keeps_every_item_once_within_capacity() -> None:
+    lengths = [7, 3, 9, 1, 4, 4, 2, 8]
+    bins = first_fit_decreasing(lengths, 10)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 10 for b in bins)
+    assert len(bins) == 4  # 38 tokens need at least 4 rows of 10

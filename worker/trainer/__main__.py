@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TextIO
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent()
     sink = JsonLinesSink(claim_stdout())
+    # The first event, before the heavy imports: queue latency is measured to here (benchmarks/queue_latency.py).
+    sink.event("log", message=f"trainer process started (pid {os.getpid()})", at=round(time.time(), 3))
     stop = threading.Event()
     # SIGTERM (the launcher's cancel) and Ctrl-C become a clean stop at the next step boundary.
     for signum in (signal.SIGTERM, signal.SIGINT):

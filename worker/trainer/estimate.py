@@ -14,21 +14,25 @@ from worker.trainer.spec import RunSpec
 
 GB = 2**30  # GiB, as workers report device memory
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-# Saved-for-backward tensors per token and layer of a Llama block with LoRA on every linear, in widths of
-# hidden (h) and intermediate (i), counted with saved_tensors_hooks on SmolLM2: residuals, norms, one dropout
-# copy per LoRA-wrapped linear, the SwiGLU gate/up/silu/product, plus SDPA's q, k, v and output. A 4-bit
-# linear saves only its packed weight (bitsandbytes' MatMul4Bit), not its input, hence QLoRA's smaller counts.
-ACT_WIDTHS = {"lora": (11, 7), "qlora": (8, 5)}
+# Bytes saved for backward per token and layer of a Llama block with LoRA on every linear, per unit of the hidden
+# (h), intermediate (i) and attention (2 q_dim + 2 kv_dim) widths, counted with saved_tensors_hooks on SmolLM2
+# (benchmarks/estimator_accuracy.py): with bf16 autocast (or a bf16 GPU), and in fp32. They include the boolean
+# dropout masks (worker/trainer/dropout.py) and the bf16 copies autocast makes of every linear's input. A 4-bit
+# linear saves its packed weight, not its input (bitsandbytes' MatMul4Bit), hence QLoRA's smaller counts.
+ACT_BYTES = {("lora", True): (30.5, 10.2, 3.0), ("qlora", True): (27.8, 9.0, 3.0),
+             ("lora", False): (41.7, 17.1, 6.0), ("qlora", False): (38.0, 15.6, 6.0)}
 LORA_STATE_BYTES = 16  # fp32 weight + grad + two AdamW moments
-LOGIT_COPIES = 4  # fp32 logits and log-softmax kept for the loss, and their two gradients
+# The loss builds logits a chunk at a time (worker/trainer/loss.py): one chunk's fp32 logits and their bf16
+# gradient at most, the head's weight in the compute dtype, and the hidden states' gradient.
+LOSS_CHUNK_ELEMENTS, LOSS_CHUNK_COPIES = 2**25, 1.5
 NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes plus one fp32 absmax per 64-weight block (less with double quant)
 # Runtime floor: on the CPU the RSS of torch + transformers + the Trainer stack (measured 0.45-0.5 GiB);
 # on a GPU the CUDA context and cuBLAS workspaces.
 CPU_RUNTIME_GB, GPU_RUNTIME_GB = 0.5, 1.0
-# Measured/counted activation bytes on the CPU (fitted on SmolLM2, 128-2048 tokens a step). glibc keeps freed
-# blocks, so backward temporaries add up; QLoRA's extra comes from the bf16<->fp32 copies around every 4-bit
-# matmul (input to the compute dtype, output back to fp32, the same for gradients) fragmenting the heap.
-CPU_ACT_SCALE = {"lora": 1.25, "qlora": 1.8}
+# Measured peak RSS over counted saved bytes on the CPU (fitted on SmolLM2, 128-2048 tokens a step): glibc keeps
+# freed blocks, so the temporaries of forward and backward add up over the first steps; QLoRA's extra comes from
+# the bf16 weights bitsandbytes dequantises for every matmul, forward and backward.
+CPU_ACT_SCALE = {"lora": 1.6, "qlora": 1.9}
 # Loading a 4-bit base on the CPU reads the fp32 weights to quantise them; that memory stays in the process.
 CPU_QUANTISE_RESIDUE_BYTES = 4
 USABLE_SHARE = 0.9  # leave room for the OS / fragmentation before calling it a fit
@@ -150,16 +154,18 @@ def unavailable(reason: str, device: DeviceProfile) -> Estimate:
 
 
 def _half_precision(device: DeviceProfile) -> bool:
-    """Whether activations are 2-byte: bf16 mixed precision on capable GPUs; the CPU trains in fp32 (even
-    QLoRA: prepare_model_for_kbit_training upcasts norms and embeddings, so the residual stream is fp32)."""
-    return device.kind == "cuda" and device.bf16
+    """Whether matmuls run in bf16: the trainer turns bf16 autocast on for Ampere+ GPUs and AMX/AVX512-BF16 CPUs."""
+    return device.bf16
 
 
 def _weights_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
     """The frozen base: fp32 (bf16 on capable GPUs) for LoRA; 4-bit blocks plus fp32 embeddings/norms for QLoRA."""
     total = shape.total_params()
-    if spec.method == "lora":
-        return total * (2 if device.kind == "cuda" and device.bf16 else 4)
+    if spec.method == "lora" and device.kind == "cuda":
+        return total * (2 if device.bf16 else 4)
+    if spec.method == "lora":  # bf16 CPUs store the frozen block linears in bf16 (model.bf16_block_linears)
+        blocks = shape.num_hidden_layers * shape.block_linear_params()
+        return blocks * (2 if device.bf16 else 4) + (total - blocks) * 4
     quantised = shape.num_hidden_layers * shape.block_linear_params()
     residue = quantised * CPU_QUANTISE_RESIDUE_BYTES if device.kind == "cpu" else 0
     # prepare_model_for_kbit_training upcasts everything left unquantised (embeddings, head, norms) to fp32.
@@ -169,15 +175,20 @@ def _weights_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> f
 def _activation_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
     """Tensors kept for backward: every layer's, or with checkpointing each layer's input plus one layer's."""
     tokens = spec.training.per_device_batch_size * spec.data.max_seq_length
-    width = 2 if _half_precision(device) else 4
-    h_count, i_count = ACT_WIDTHS[spec.method]
+    h_bytes, i_bytes, attention_bytes = ACT_BYTES[spec.method, _half_precision(device)]
     sdpa = 2 * shape.q_dim + 2 * shape.kv_dim  # q, k, v and the attention output
-    per_layer = width * (h_count * shape.hidden_size + i_count * shape.intermediate_size + sdpa)
-    if spec.training.gradient_checkpointing:
-        per_token = shape.num_hidden_layers * width * shape.hidden_size + per_layer
+    per_layer = h_bytes * shape.hidden_size + i_bytes * shape.intermediate_size + attention_bytes * sdpa
+    if spec.training.gradient_checkpointing:  # each layer's fp32 input, plus one layer being recomputed
+        per_token = shape.num_hidden_layers * 4 * shape.hidden_size + per_layer
     else:
         per_token = shape.num_hidden_layers * per_layer
     return tokens * per_token * (CPU_ACT_SCALE[spec.method] if device.kind == "cpu" else 1.0)
+
+
+def _loss_bytes(tokens: int, shape: ModelShape) -> float:
+    """The chunked loss: one chunk of fp32 logits (+ its gradient), the head in bf16, the hidden states' gradient."""
+    chunk = min(tokens * shape.vocab_size, LOSS_CHUNK_ELEMENTS)
+    return chunk * 4 * LOSS_CHUNK_COPIES + shape.vocab_size * shape.hidden_size * 2 + tokens * shape.hidden_size * 4
 
 
 def memory_breakdown(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> dict[str, float]:
@@ -187,8 +198,7 @@ def memory_breakdown(spec: RunSpec, shape: ModelShape, device: DeviceProfile) ->
         "weights": _weights_bytes(spec, shape, device),
         "adapters": lora_params(spec, shape) * LORA_STATE_BYTES,
         "activations": _activation_bytes(spec, shape, device),
-        # transformers upcasts logits to fp32 for the loss whatever the compute dtype.
-        "logits": tokens * shape.vocab_size * 4 * LOGIT_COPIES,
+        "logits": _loss_bytes(tokens, shape),
         "runtime": (CPU_RUNTIME_GB if device.kind == "cpu" else GPU_RUNTIME_GB) * GB,
     }
     return {k: round(v / GB, 3) for k, v in parts.items()}

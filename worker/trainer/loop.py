@@ -54,16 +54,18 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
         seed=t.seed, data_seed=t.seed, use_cpu=device == "cpu",
         # bf16 autocast (fp32 master weights) wherever matmuls are native in bf16, CPUs with AMX included.
         bf16=supports_bf16(device), report_to="none", disable_tqdm=True,
-        # A packed row has no padding, and its EOS tokens may share the pad id: count every token then.
         # Keep NaN/inf in the logs (the default swaps them for the running mean) so the guard sees them.
         logging_nan_inf_filter=False,
-        include_num_input_tokens_seen="all" if spec.data.packing else "non_padding", remove_unused_columns=False,
+        # Both collators give an attention_mask of the real tokens, so tokens_seen never counts padding.
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
     )
 
 
 def collator(spec: RunSpec, tokenizer: Any) -> Any:
-    """Packing (no padding at all) or dynamic padding to the longest example of the batch."""
-    return PackingCollator() if spec.data.packing else PaddingCollator(tokenizer.pad_token_id)
+    """Packing into rows of at most max_seq_length, or dynamic padding to the longest example of the batch."""
+    if spec.data.packing:
+        return PackingCollator(spec.data.max_seq_length, tokenizer.pad_token_id)
+    return PaddingCollator(tokenizer.pad_token_id)
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from worker.trainer.dropout import use_lean_dropout
 from worker.trainer.errors import TrainerError
 from worker.trainer.spec import RunSpec
 
@@ -129,6 +130,30 @@ def _require_safetensors(ref: str) -> None:
                            ".bin/.pt pickles. Convert the model to safetensors in a trusted environment.")
 
 
+def _autocast_output(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+    """A 4-bit layer's output in the autocast dtype when autocast is on (the layer itself returns fp32)."""
+    kind = output.device.type
+    if torch.is_autocast_enabled(kind) and output.is_floating_point():
+        return output.to(torch.get_autocast_dtype(kind))
+    return output
+
+
+def autocast_4bit_outputs(model: torch.nn.Module) -> int:
+    """Make 4-bit layers give autocast-dtype outputs, as nn.Linear does under autocast; returns the layers hooked.
+
+    bitsandbytes multiplies in the compute dtype (bf16) and casts the result back to its input's dtype, fp32
+    after prepare_model_for_kbit_training: the MLP's gate, up and SiLU then run and are saved for backward in
+    fp32, twice what LoRA saves under autocast. The values are bf16-exact either way, so casting them back
+    down changes no number.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.register_forward_hook(_autocast_output)
+    return len(layers)
+
+
 def _base_model(spec: RunSpec, device: str) -> Any:
     """The frozen base: 4-bit for QLoRA, else full precision (bfloat16 on capable GPUs)."""
     from transformers import AutoModelForCausalLM
@@ -144,7 +169,29 @@ def _base_model(spec: RunSpec, device: str) -> Any:
     else:
         kwargs["dtype"] = torch.bfloat16 if device == "cuda" and supports_bf16(device) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(spec.model.base_model, **kwargs)
-    return model if spec.method == "qlora" else model.to(device)
+    if spec.method == "qlora":
+        return model
+    if device == "cpu" and supports_bf16(device):
+        bf16_block_linears(model)
+    return model.to(device)
+
+
+def bf16_block_linears(model: torch.nn.Module) -> int:
+    """Store the frozen linear weights of the decoder blocks in bf16 on a CPU that trains under bf16 autocast.
+
+    Autocast rounds each fp32 weight to bf16 at every matmul and keeps that copy for backward, so storing
+    them in bf16 changes no result: it halves their memory and drops the per-step casts. Norms, embeddings
+    and the head stay fp32 (the loss casts the head itself), as do the LoRA weights added later. They are
+    copied out of the memory-mapped checkpoint, which is then released: its fp32 pages of the linear
+    weights would otherwise stay resident beside the bf16 copies.
+    """
+    layers = [m for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
+    for layer in layers:
+        layer.to(torch.bfloat16)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.dtype == torch.float32:
+            tensor.data = tensor.data.clone()
+    return len(layers)
 
 
 def load_model(spec: RunSpec, device: str, vocab_size: int | None = None) -> Any:
@@ -160,6 +207,9 @@ def load_model(spec: RunSpec, device: str, vocab_size: int | None = None) -> Any
             model, use_gradient_checkpointing=spec.training.gradient_checkpointing
         )
         disable_cpu_weight_repacking(model)
+        autocast_4bit_outputs(model)
     elif spec.training.gradient_checkpointing:
         model.enable_input_require_grads()
-    return get_peft_model(model, peft_config(spec), autocast_adapter_dtype=True)
+    model = get_peft_model(model, peft_config(spec), autocast_adapter_dtype=True)
+    use_lean_dropout(model)  # same draws and gradients, a boolean mask saved instead of a float one
+    return model

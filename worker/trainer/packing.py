@@ -1,4 +1,10 @@
-"""Padding-free batches: a batch's examples packed into one row, attention kept inside each example."""
+"""Padding-free batches: a batch's examples packed into a few rows of at most max_seq_length tokens.
+
+Packing happens inside the collator, so a batch holds exactly the examples it would hold padded: the
+optimiser sees the same examples per step, the same labels and the same loss normalisation; only the
+padding (and its compute and memory) goes. Rows are capped at max_seq_length, so attention memory is
+bounded as with padding instead of growing with the whole batch's length.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,62 @@ import torch
 from worker.trainer.data import IGNORE_INDEX, Example
 
 
-class PackingCollator:
-    """Concatenates a batch into one row with position_ids restarting at 0 for every example.
+def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices of `lengths` grouped into bins of at most `capacity` (longest first, each into the first that fits).
 
-    transformers turns restarting position_ids (with no attention_mask) into a block-diagonal causal
-    mask (masking_utils.find_packed_sequence_indices), so no token attends across an example boundary.
-    That detection is skipped when there is a KV cache, hence use_cache=False (training needs none).
-    The first label of every example is masked: unpacked, no token predicts it either.
+    An item longer than the capacity gets a bin of its own (examples are truncated before, so none should be).
+    """
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((b for b, free in enumerate(room) if lengths[i] <= free), None)
+        if slot is None:
+            bins.append([i])
+            room.append(capacity - lengths[i])
+        else:
+            bins[slot].append(i)
+            room[slot] -= lengths[i]
+    return bins
+
+
+class PackingCollator:
+    """Packs a batch into rows of at most `max_length` tokens, position_ids restarting at 0 for every example.
+
+    transformers turns restarting position_ids (with no attention_mask) into a block-diagonal causal mask
+    (masking_utils.find_packed_sequence_indices), so no token attends across an example boundary. That
+    detection is skipped when there is a KV cache, hence use_cache=False (training needs none). Rows shorter
+    than the longest are filled with a padding segment whose positions restart too: it is a "document" of
+    its own that nothing else attends to, with no labels. The first label of every example is masked, as
+    unpacked no token predicts it either.
+
+    `attention_mask` marks the real tokens for the Trainer's tokens-seen count only: the loss
+    (loss.model_inputs) drops it before the forward pass, as an attention_mask would switch off the
+    packed-sequence detection. EOS may share the pad id, so the count cannot come from the ids.
     """
 
+    def __init__(self, max_length: int, pad_token_id: int = 0) -> None:
+        self.max_length = max_length
+        self.pad_token_id = pad_token_id
+
     def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor | bool]:
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for e in batch:
-            ids += e["input_ids"]
-            labels += [IGNORE_INDEX] + e["labels"][1:]
-            positions += range(len(e["input_ids"]))
-        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-                "position_ids": torch.tensor([positions]), "use_cache": False}
+        rows = first_fit_decreasing([len(e["input_ids"]) for e in batch], self.max_length)
+        packed = [self._row([batch[i] for i in row]) for row in rows]
+        width = max(len(r["input_ids"]) for r in packed)
+        out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": [], "attention_mask": []}
+        for row in packed:
+            gap = width - len(row["input_ids"])
+            out["input_ids"].append(row["input_ids"] + [self.pad_token_id] * gap)
+            out["labels"].append(row["labels"] + [IGNORE_INDEX] * gap)
+            out["position_ids"].append(row["position_ids"] + list(range(gap)))
+            out["attention_mask"].append([1] * len(row["input_ids"]) + [0] * gap)
+        return {**{k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}, "use_cache": False}
+
+    @staticmethod
+    def _row(examples: list[Example]) -> dict[str, list[int]]:
+        """One row: the examples back to back, each first label masked, positions restarting."""
+        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+        for e in examples:
+            row["input_ids"] += e["input_ids"]
+            row["labels"] += [IGNORE_INDEX] + e["labels"][1:]
+            row["position_ids"] += range(len(e["input_ids"]))
+        return row

@@ -59,10 +59,10 @@ class DataSpec(_Section):
         "multi-turn chats). 'all': loss on the whole text.",
     )
     packing: bool = Field(
-        False,
-        description="Pack each batch's examples into one sequence, attention kept within each example: "
-        "the same loss with no compute spent on padding. Off by default: the packed row is not yet capped "
-        "at max_seq_length, so attention memory grows with the whole batch's length.",
+        True,
+        description="Pack each batch's examples into as few rows of at most max_seq_length tokens as they fit, "
+        "attention kept within each example: the same examples per step and the same loss, without the "
+        "compute and memory spent on padding.",
     )
 
     @model_validator(mode="after")
