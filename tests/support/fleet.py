@@ -3,7 +3,9 @@
 Runs are created through app.core.services and app.core.jobs, the path the API takes. The database is the
 fleet's own (a SQLite file, or a fresh PostgreSQL database when the session runs on PostgreSQL): every
 worker's janitor sweeps its whole database and requeues a lost run to its own queue, so a fleet sharing the
-session's database would see its runs taken over by the live studio's worker.
+session's database would see its runs taken over by the live studio's worker. So is its Redis: kombu keeps
+the unacknowledged messages of every queue of a Redis database in one set, and any worker sweeping it with
+a short visibility timeout (the redelivery test's) hands out again the messages of every other test session.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from app.core.services import datasets as dataset_service
 from app.core.services import models as model_service
 from app.core.services import runs as run_service
 from app.queue import TaskSender
-from app.stack import ROOT, worker_argv
+from app.stack import ROOT, Stack, worker_argv
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.support.studio import CHAT_ROWS, run_spec
 from worker.trainer.spec import RunSpec
@@ -61,6 +63,7 @@ class Fleet:
     objects: dict[str, Any] = field(default_factory=dict)
     created: list[int] = field(default_factory=list)
     drop_database: Callable[[], None] = lambda: None
+    redis: Stack = field(default_factory=Stack)
 
     def start(self, name: str, concurrency: int = 1, app: str = "worker.celery_app") -> Worker:
         """A worker named name@host (of the Celery app module `app`), logging to its own file."""
@@ -90,6 +93,7 @@ class Fleet:
     def stop(self) -> None:
         """SIGTERM every worker group, SIGKILL what is left after a grace period; then drop the database."""
         self._stop_workers()
+        self.redis.stop()
         self.resources.engine.dispose()
         self.drop_database()
 
@@ -184,17 +188,20 @@ def wait_for(condition: Callable[[], bool], timeout: float, describe: Callable[[
 
 
 def make_fleet(settings: Settings, data_dir: Path, **env: str) -> Fleet:
-    """A fleet on the test Redis, with its own database, queue, data folder and LORASTUDIO_* overrides."""
+    """A fleet with its own database, Redis, queue, data folder and LORASTUDIO_* overrides."""
     data_dir.mkdir(parents=True, exist_ok=True)
     url, drop = _own_database(settings, data_dir)
+    redis = Stack()
+    redis_url = redis.start_redis(data_dir, dict(os.environ))
     fleet_settings = settings.model_copy(update={"queue": f"fleet-{uuid.uuid4().hex[:8]}", "data_dir": data_dir,
-                                                 "database_url": url})
-    base = {"DATABASE_URL": url, "REDIS_URL": settings.redis_url,
+                                                 "database_url": url, "redis_url": redis_url})
+    base = {"DATABASE_URL": url, "REDIS_URL": redis_url,
             "LORASTUDIO_DATA_DIR": str(data_dir), "LORASTUDIO_QUEUE": fleet_settings.queue, "PYTHONUNBUFFERED": "1",
             # One math thread per trainer: several trainers share this machine's few cores, and OpenMP threads
             # spinning against each other made a step of the tiny model ~8x slower in CPU time.
             "OMP_NUM_THREADS": "1"}
-    return Fleet(fleet_settings, Resources(fleet_settings), {**os.environ, **base, **env}, drop_database=drop)
+    return Fleet(fleet_settings, Resources(fleet_settings), {**os.environ, **base, **env}, drop_database=drop,
+                 redis=redis)
 
 
 def _own_database(settings: Settings, data_dir: Path) -> tuple[str, Callable[[], None]]:
