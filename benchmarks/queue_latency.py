@@ -104,8 +104,8 @@ def report(results: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def studio(data_dir: Path):  # noqa: ANN201 - (Stack, url)
-    """Database, Redis, one worker and the web app, as `lorastudio up` starts them."""
+def studio(data_dir: Path):  # noqa: ANN201 - (Stack, url, admin token)
+    """Database, Redis, one worker and the web app, as `lorastudio up` starts them, and an admin's API token."""
     from app.core import schema
     from app.stack import Stack, free_port, wait_for_http, web_argv, worker_argv
 
@@ -113,13 +113,18 @@ def studio(data_dir: Path):  # noqa: ANN201 - (Stack, url)
     env = {**os.environ, "LORASTUDIO_DATA_DIR": str(data_dir), "DATABASE_URL": url, "PYTHONUNBUFFERED": "1",
            "LORASTUDIO_QUEUE": f"latency-{os.getpid()}"}
     schema.upgrade(url)
+    from app.core.config import Settings
+    from app.core.resources import Resources
+    from tests.support.accounts import create_account
+
+    admin = create_account(Resources(Settings(data_dir=data_dir, DATABASE_URL=url)), "admin", admin=True)
     stack = Stack()
     env["REDIS_URL"] = stack.start_redis(data_dir, env)
     stack.start("worker", worker_argv(env["LORASTUDIO_QUEUE"]), env, data_dir / "worker.log")
     port = free_port()
     web = stack.start("web", web_argv("127.0.0.1", port), env, data_dir / "web.log")
     wait_for_http(f"http://127.0.0.1:{port}", web)
-    return stack, f"http://127.0.0.1:{port}"
+    return stack, f"http://127.0.0.1:{port}", admin.token
 
 
 def main() -> None:
@@ -127,16 +132,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds between a run's end and the next POST")
-    parser.add_argument("--token", default=os.environ.get("LORASTUDIO_TOKEN"), help="bearer token, if needed")
+    parser.add_argument("--token", default=os.environ.get("LORASTUDIO_TOKEN"),
+                        help="bearer token (default: an admin made in the benchmark's own database)")
     args = parser.parse_args()
     from tests.support.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         model_dir = build_tiny_model(data_dir / "tiny-model")
-        stack, url = studio(data_dir)
+        stack, url, admin_token = studio(data_dir)
         try:
-            with httpx.Client(base_url=url, timeout=60, headers=auth_headers(args.token)) as http:
+            with httpx.Client(base_url=url, timeout=60, headers=auth_headers(args.token or admin_token)) as http:
                 body = setup(http, model_dir)
                 one_run(http, body)  # warm-up: the worker's first task imports the launcher, the OS caches torch
                 results = []
