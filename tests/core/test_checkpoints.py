@@ -11,28 +11,16 @@ import pytest
 from sqlalchemy import select
 
 from app.core.db import utcnow
-from app.core.models import Artifact, BaseModelEntry, Blob, Dataset, MetricPoint, Run, RunEvent, RunStatus
+from app.core.models import Artifact, Blob, MetricPoint, RunEvent, RunStatus
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import runs as runs_repo
 from app.core.services import checkpoints
 from app.core.services.runs import claim_run, record_metrics
+from tests.support.rows import insert_run
 
 
 def _run(session, status: RunStatus = RunStatus.running, attempts: int = 1) -> int:
-    tag = f"ckpt-{utcnow().timestamp()}"
-    blob = Blob(sha256=tag, size=0, media_type="x")
-    model = BaseModelEntry(name=tag, source="hub", ref="org/m")
-    session.add_all([blob, model])
-    session.flush()
-    dataset = Dataset(name="d", filename="d.jsonl", file_type="jsonl", format="text", row_count=1, size_bytes=1,
-                      sha256="0" * 64, blob_id=blob.id)
-    session.add(dataset)
-    session.flush()
-    run = Run(name="r", status=status, method="lora", spec={}, dataset_id=dataset.id, base_model_id=model.id,
-              attempts=attempts, heartbeat_at=utcnow())
-    session.add(run)
-    session.flush()
-    return run.id
+    return insert_run(session, status=status, attempts=attempts, heartbeat_at=utcnow())
 
 
 def _folder(root: Path, step: int, files: dict[str, bytes]) -> Path:

@@ -8,28 +8,16 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app.core.db import utcnow
-from app.core.models import BaseModelEntry, Blob, Dataset, Run, RunEvent, RunStatus
+from app.core.models import Run, RunEvent, RunStatus
 from app.core.services.recovery import reap_lost_runs
+from tests.support.rows import insert_run
 
 SILENT = timedelta(seconds=30)
 
 
 def _running_run(session, heartbeat_age_s: float, attempts: int = 1, cancel: bool = False) -> int:
-    tag = f"{utcnow().timestamp()}-{heartbeat_age_s}-{attempts}-{cancel}"
-    blob = Blob(sha256=f"reaper-{tag}", size=0, media_type="x")
-    model = BaseModelEntry(name=f"m-{tag}", source="hub", ref="org/m")
-    session.add_all([blob, model])
-    session.flush()
-    dataset = Dataset(name="d", filename="d.jsonl", file_type="jsonl", format="text", row_count=1, size_bytes=1,
-                      sha256="0" * 64, blob_id=blob.id)
-    session.add(dataset)
-    session.flush()
-    run = Run(name="r", status=RunStatus.running, method="lora", spec={}, dataset_id=dataset.id, worker="w1@host",
-              base_model_id=model.id, heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age_s), attempts=attempts,
-              cancel_requested=cancel)
-    session.add(run)
-    session.flush()
-    return run.id
+    return insert_run(session, worker="w1@host", heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age_s),
+                      attempts=attempts, cancel_requested=cancel)
 
 
 def _kinds(session, run_id: int) -> list[str]:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from tests.e2e.conftest import LiveStudio, run_spec
+from tests.support.processes import trainer_pids
 from worker.trainer.spec import RunSpec
 
 pytestmark = pytest.mark.e2e
@@ -105,34 +106,21 @@ def test_redelivered_task_trains_once(live_studio: LiveStudio, studio_objects: d
     assert "was not queued" in live_studio.worker_log.read_text()
 
 
-def _trainer_processes(run_id: int) -> list[int]:
-    """Pids of trainer processes working in this run's folder (the launcher names it run-<id>-…)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "worker.trainer" in cmdline and f"/run-{run_id}-" in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-def test_cancel_running_run_keeps_partial_adapter(live_studio: LiveStudio, studio_objects: dict) -> None:
+def test_cancel_running_run_keeps_partial_adapter(live_studio: LiveStudio, studio_objects: dict, settings) -> None:
     http = live_studio.http
     spec = run_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 5000)
     run_id = http.post("/api/runs", json=spec).json()["id"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and http.get(f"/api/runs/{run_id}").json()["current_step"] < 3:
         time.sleep(0.3)
-    assert _trainer_processes(run_id), "the trainer process of the running run was not found"
+    assert trainer_pids(settings.work_dir, run_id), "the trainer process of the running run was not found"
     cancelled_at = time.monotonic()
     assert http.post(f"/api/runs/{run_id}/cancel").status_code == 200
     run = live_studio.wait_for(run_id, {"cancelled", "failed", "succeeded"}, timeout=60)
     assert run["status"] == "cancelled", run
     assert time.monotonic() - cancelled_at < 30
     assert 3 <= run["current_step"] < 5000
-    assert _trainer_processes(run_id) == [], "the trainer outlived its cancelled run"
+    assert trainer_pids(settings.work_dir, run_id) == [], "the trainer outlived its cancelled run"
     download = http.get(f"/api/runs/{run_id}/adapter")
     assert download.status_code == 200
     names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()

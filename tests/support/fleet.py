@@ -35,6 +35,7 @@ from app.core.services import runs as run_service
 from app.queue import TaskSender
 from app.stack import ROOT, Stack, worker_argv
 from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.support.processes import trainer_pids
 from tests.support.studio import CHAT_ROWS, run_spec
 from worker.trainer.spec import RunSpec
 
@@ -213,19 +214,3 @@ def _own_database(settings: Settings, data_dir: Path) -> tuple[str, Callable[[],
         url, drop = f"sqlite:///{data_dir / 'fleet.db'}", lambda: None
     schema.upgrade(url)
     return url, drop
-
-
-def trainer_pids(work_dir: Path, run_id: int) -> list[int]:
-    """Pids of trainer processes working in this run's folder under work_dir (the launcher names it run-<id>-…).
-
-    The work folder is part of the match: other test sessions on this machine have runs with the same ids.
-    """
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "worker.trainer" in cmdline and f"{work_dir}/run-{run_id}-" in cmdline:
-            pids.append(int(entry.name))
-    return pids
