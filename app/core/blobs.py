@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.models import Blob, BlobChunk
@@ -52,17 +53,30 @@ def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def _finalise(session: Session, blob: Blob, sha256: str, size: int) -> Blob:
-    # FOR SHARE (PostgreSQL; SQLite writers are serial anyway): a blob found for reuse cannot be deleted by a
-    # concurrent clean-up of unused blobs before this unit of work, which now uses it, commits.
-    existing = session.scalar(select(Blob).where(Blob.sha256 == sha256).with_for_update(read=True))
+    existing = _find_for_reuse(session, sha256)
+    if existing is None:
+        try:
+            with session.begin_nested():  # a savepoint: only the renaming is undone if it collides
+                session.execute(update(Blob).where(Blob.id == blob.id).values(sha256=sha256, size=size))
+        except IntegrityError:
+            # Another transaction stored the same bytes after our look-up and has committed since (its unique
+            # sha256 made us wait for that): use its blob, as if we had found it first.
+            existing = _find_for_reuse(session, sha256)
+            if existing is None:
+                raise
     if existing is not None:
         session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob.id))
         session.delete(blob)
         session.flush()
         return existing
-    session.execute(update(Blob).where(Blob.id == blob.id).values(sha256=sha256, size=size))
     session.refresh(blob)
     return blob
+
+
+def _find_for_reuse(session: Session, sha256: str) -> Blob | None:
+    # FOR SHARE (PostgreSQL; SQLite writers are serial anyway): a blob found for reuse cannot be deleted by a
+    # concurrent clean-up of unused blobs before this unit of work, which now uses it, commits.
+    return session.scalar(select(Blob).where(Blob.sha256 == sha256).with_for_update(read=True))
 
 
 def put_file(session: Session, path: Path, media_type: str) -> Blob:

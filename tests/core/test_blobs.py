@@ -23,3 +23,34 @@ def test_round_trip_and_dedup(session, tmp_path) -> None:
 def test_empty_blob(session) -> None:
     blob = blobs.put_stream(session, [], "text/plain")
     assert blob.size == 0 and b"".join(blobs.iter_blob(session, blob.id)) == b""
+
+
+def test_same_bytes_stored_by_two_transactions_at_once(resources) -> None:  # noqa: ANN001
+    # Two runs with the same seed write identical checkpoint files at the same moment: the second transaction
+    # must reuse the first one's blob once that commits, not fail on the unique sha256.
+    import threading
+
+    from app.core.db import session_scope
+
+    data = os.urandom(4096)
+    first = resources.session_factory()
+    try:
+        mine = blobs.put_stream(first, [data], "application/octet-stream")  # not committed yet
+        result: dict = {}
+
+        def store_again() -> None:
+            try:
+                with session_scope(resources.session_factory) as second:
+                    result["id"] = blobs.put_stream(second, [data], "application/octet-stream").id
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                result["error"] = exc
+
+        racer = threading.Thread(target=store_again)
+        racer.start()
+        racer.join(1.0)  # it waits on the first transaction (a row lock, or SQLite's write lock)
+        first.commit()
+        racer.join(30)
+        assert "error" not in result, result.get("error")
+        assert result["id"] == mine.id
+    finally:
+        first.close()
