@@ -86,3 +86,14 @@ def test_collator_follows_the_spec(make_spec) -> None:
 def test_bf16_autocast_where_the_cpu_supports_it(make_spec, tmp_path) -> None:
     args = loop.training_arguments(make_spec(), tmp_path, "cpu", has_eval=False)
     assert args.bf16 == supports_bf16("cpu")
+
+
+@pytest.mark.parametrize(("flags", "native"), [
+    ("fpu avx512f avx512bw avx512_vnni", False),  # Ice Lake: oneDNN would emulate bf16, slower than fp32
+    ("fpu avx512f avx512_bf16 avx512_vnni", True),  # Cooper Lake / Zen 4
+    ("fpu avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
+])
+def test_only_native_bf16_cpus_count(flags: str, native: bool) -> None:
+    from worker.trainer.device_profiles import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16(f"processor\t: 0\nflags\t\t: {flags}\n") is native
