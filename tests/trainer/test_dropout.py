@@ -1,22 +1,45 @@
-"""LeanDropout is torch's dropout (same draws, outputs and gradients) with a boolean mask saved for backward."""
+"""LeanDropout: a dropout with the right statistics, decided by torch's seed, saving a boolean mask for backward."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from worker.trainer.dropout import LeanDropout, use_lean_dropout
+from worker.trainer.dropout import LeanDropout, keep_probability, use_lean_dropout
 
 
-def test_same_outputs_and_gradients_as_torch_dropout() -> None:
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_keeps_the_right_share_and_preserves_the_mean(p: float) -> None:
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000)
+    out = LeanDropout(p)(x)
+    kept = out.ne(0)
+    assert keep_probability(p) == pytest.approx(1 - p, abs=1 / 65536)
+    # 10^6 Bernoulli draws: the share kept is within 5 standard deviations of 1 - p.
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=5 * (p * (1 - p) / 1e6) ** 0.5)
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / keep_probability(p)))
+    assert out.mean().item() == pytest.approx(1.0, abs=0.005)
+
+
+def test_the_gradient_is_the_mask_that_was_applied() -> None:
     x = torch.randn(64, 48, requires_grad=True)
-    results = []
-    for module in (torch.nn.Dropout(0.3), LeanDropout(0.3)):
-        torch.manual_seed(7)
-        out = module(x)
-        (grad,) = torch.autograd.grad((out * torch.arange(48.0)).sum(), x)
-        results.append((out, grad))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
-    torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=0)
+    out = LeanDropout(0.3)(x)
+    weights = torch.arange(48.0)
+    (grad,) = torch.autograd.grad((out * weights).sum(), x)
+    scale = 1 / keep_probability(0.3)
+    torch.testing.assert_close(grad, out.ne(0) * scale * weights)
+    torch.testing.assert_close(out, x.detach() * out.ne(0) * scale)
+
+
+def test_torch_seed_decides_the_mask() -> None:
+    x = torch.randn(32, 32)
+    torch.manual_seed(7)
+    first = LeanDropout(0.5)(x)
+    torch.manual_seed(7)
+    again = LeanDropout(0.5)(x)
+    later = LeanDropout(0.5)(x)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    assert not torch.equal(later, first)  # the generator advanced
 
 
 def test_saves_a_boolean_mask() -> None:
