@@ -170,6 +170,8 @@ def table(results: dict[tuple[str, str], list[dict]]) -> str:
         lines.append(f"{name}/{method:<7}{m['tps']:>9.0f} ({min(tps):.0f}-{max(tps):.0f}){'':>3}{m['tpcs']:>10.0f}"
                      f"{m['peak_mb']:>9.0f} ({min(mb):.0f}-{max(mb):.0f}){runs[0]['tokens']:>10}"
                      f"{losses[-1]:>11.4f}{statistics.fmean(losses):>11.4f}")
+    if not all((n, m) in med for n in RECIPES for m in ("lora", "qlora")):
+        return "\n".join(lines)  # ratios need every recipe (--only ran a subset)
     for method in ("lora", "qlora"):
         c, a, b = med["C", method], med["A", method], med["B", method]
         lines.append(f"{method}: tokens/s C/A {c['tps'] / a['tps']:.2f}  C/B {c['tps'] / b['tps']:.2f}   "

@@ -83,3 +83,21 @@ def test_first_fit_decreasing_keeps_every_item_once_within_capacity() -> None:
     assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in b) <= 10 for b in bins)
     assert len(bins) == 4  # 38 tokens need at least 4 rows of 10
+
+
+def test_cheapest_rows_trade_padding_against_row_width() -> None:
+    from worker.trainer.packing import cheapest_rows
+
+    lengths = [300, 200, 150, 100]
+    # A 512-token capacity gives rows [300, 200] and [150, 100]: 1,000 positions for 750 tokens.
+    assert max(sum(lengths[i] for i in b) for b in first_fit_decreasing(lengths, 512)) == 500
+    bins = cheapest_rows(lengths, 512, break_even=2600)
+    widths = [sum(lengths[i] for i in b) for b in bins]
+    assert sorted(i for b in bins for i in b) == [0, 1, 2, 3]
+    assert len(bins) * max(widths) < 1000 and max(widths) <= 512
+    # When attention costs nothing extra, one row as long as allowed is cheapest; when it dominates, rows no
+    # wider than the longest example.
+    assert len(cheapest_rows(lengths, 750, break_even=1e12)) == 1
+    assert cheapest_rows(lengths, 750, break_even=1) == [[0], [1, 3], [2]]
+    # An example at the cap keeps the plain first-fit bins.
+    assert cheapest_rows([512, 10], 512, break_even=2600) == first_fit_decreasing([512, 10], 512)
