@@ -107,7 +107,7 @@ def run_recipe(name: str, method: str, rows: Path, batch: int, accum: int, out: 
             "losses": losses}
 
 
-def run_studio(method: str, rows: Path, batch: int, accum: int, out: Path) -> dict:
+def run_studio(method: str, rows: Path, batch: int, accum: int, out: Path, checkpointing: bool = False) -> dict:
     """Recipe C: the studio's own trainer with its defaults for this device (same objective: train_on all)."""
     from worker.trainer.events import ListSink
     from worker.trainer.loop import train
@@ -117,7 +117,7 @@ def run_studio(method: str, rows: Path, batch: int, accum: int, out: Path) -> di
         "method": method, "model": {"base_model": str(MODEL)}, "lora": LORA,
         "data": {"path": str(rows), "max_seq_length": MAX_LEN, "train_on": "all"},
         "training": {"per_device_batch_size": batch, "gradient_accumulation_steps": accum, "learning_rate": LR,
-                     "seed": SEED}})
+                     "seed": SEED, "gradient_checkpointing": checkpointing}})
     sink = ListSink()
     cpu = cpu_seconds()  # includes loading the model (A and B start after it): C's figure is the pessimistic one
     result = train(spec, out, sink)
@@ -134,10 +134,10 @@ def cpu_seconds() -> float:
 
 
 def child(name: str, method: str, rows: Path, batch: int, accum: int) -> None:
-    """One configuration in this (fresh) process; prints one JSON line."""
+    """One configuration in this (fresh) process; prints one JSON line. "C+gc": C with gradient checkpointing."""
     with tempfile.TemporaryDirectory() as tmp:
-        if name == "C":
-            r = run_studio(method, rows, batch, accum, Path(tmp))
+        if name.startswith("C"):
+            r = run_studio(method, rows, batch, accum, Path(tmp), checkpointing=name == "C+gc")
         else:
             r = run_recipe(name, method, rows, batch, accum, Path(tmp))
     r["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -181,6 +181,11 @@ def table(results: dict[tuple[str, str], list[dict]]) -> str:
         last = {n: statistics.fmean(results[n, method][0]["losses"][-3:]) for n in RECIPES if (n, method) in results}
         lines.append(f"{method}: mean loss of the last 3 steps " + "  ".join(f"{n} {v:.4f}" for n, v in last.items())
                      + f"  (C/B {last['C'] / last['B']:.3f})")
+    for method in ("lora", "qlora"):
+        if ("C+gc", method) in med:
+            g, a, b = med["C+gc", method], med["A", method], med["B", method]
+            lines.append(f"{method}: C with gradient checkpointing: tokens/s C+gc/A {g['tps'] / a['tps']:.2f}  "
+                         f"C+gc/B {g['tps'] / b['tps']:.2f}   peak MB C+gc/B {g['peak_mb'] / b['peak_mb']:.2f}")
     lines.append(f"C: QLoRA time / LoRA time {med['C', 'qlora']['seconds'] / med['C', 'lora']['seconds']:.2f} (wall), "
                  f"{med['C', 'lora']['tpcs'] / med['C', 'qlora']['tpcs']:.2f} (CPU time)")
     return "\n".join(lines)
@@ -194,6 +199,8 @@ def main() -> None:
     parser.add_argument("--accum", type=int, default=2, help="forward passes per optimiser step")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", default="ABC", help="which recipes to run, e.g. 'BC'")
+    parser.add_argument("--with-checkpointing", action="store_true",
+                        help="also run C with gradient checkpointing on (as A and B have it for QLoRA)")
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], args.child[1], Path(args.child[2]), args.batch, args.accum)
@@ -203,7 +210,8 @@ def main() -> None:
     started = time.monotonic()
     for _ in range(args.repeats):
         for method in ("lora", "qlora"):
-            for name in (n for n in RECIPES if n in args.only):
+            names = [n for n in RECIPES if n in args.only] + (["C+gc"] if args.with_checkpointing else [])
+            for name in names:
                 results.setdefault((name, method), []).append(measure(name, method, rows, args.batch, args.accum))
                 last = results[name, method][-1]
                 print(f"  {name}/{method}: {last['tps']:.0f} tok/s, {last['tpcs']:.0f} tok/CPU-s, "
