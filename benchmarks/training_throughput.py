@@ -207,10 +207,10 @@ def main() -> None:
     demo_model(MODEL)
     rows = canonical_rows(Path(tempfile.mkdtemp()) / "alpaca.jsonl", args.examples)
     results: dict[tuple[str, str], list[dict]] = {}
+    names = [n for n in RECIPES if n in args.only] + (["C+gc"] if args.with_checkpointing else [])
     started = time.monotonic()
     for _ in range(args.repeats):
         for method in ("lora", "qlora"):
-            names = [n for n in RECIPES if n in args.only] + (["C+gc"] if args.with_checkpointing else [])
             for name in names:
                 results.setdefault((name, method), []).append(measure(name, method, rows, args.batch, args.accum))
                 last = results[name, method][-1]

@@ -20,9 +20,14 @@ import torch
 _LEVELS = 1 << 16  # random bits per element: p is rounded to a multiple of 1 / 65,536
 
 
+def _drop_below(p: float) -> int:
+    """The 16-bit draws under this value drop their element: p rounded to the mask's resolution."""
+    return round(p * _LEVELS)
+
+
 def keep_probability(p: float) -> float:
     """The keep probability the mask really has: 1 - p rounded to the mask's resolution."""
-    return 1 - round(p * _LEVELS) / _LEVELS
+    return 1 - _drop_below(p) / _LEVELS
 
 
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
@@ -30,7 +35,7 @@ def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
     seed = int(torch.randint(0, 2**62, ()).item())  # advances torch's CPU generator like any other draw
     count = int(np.prod(shape, dtype=np.int64))
     raw = np.random.PCG64(seed).random_raw((count + 3) // 4)  # 64 uniform bits each: four 16-bit lanes
-    return torch.from_numpy(raw.view(np.uint16)[:count] >= round(p * _LEVELS)).view(shape)
+    return torch.from_numpy(raw.view(np.uint16)[:count] >= _drop_below(p)).view(shape)
 
 
 class _MaskedScale(torch.autograd.Function):

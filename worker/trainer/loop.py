@@ -16,7 +16,7 @@ from worker.trainer.events import MetricSink
 from worker.trainer.guard import DivergenceGuard
 from worker.trainer.loss import LabelledLossTrainer
 from worker.trainer.model import load_model, load_tokenizer, optimizer_name, pick_device, supports_bf16
-from worker.trainer.packing import PackingCollator, attention_break_even
+from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
 from worker.trainer.spec import RunSpec
 
 
@@ -61,15 +61,14 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
     )
 
 
-def collator(spec: RunSpec, tokenizer: Any, model: Any = None) -> Any:
-    """Packing into rows of at most max_seq_length, or dynamic padding to the longest example of the batch."""
+def collator(spec: RunSpec, tokenizer: Any, break_even: float = DEFAULT_BREAK_EVEN) -> Any:
+    """Packing into rows of at most max_seq_length, or dynamic padding to the longest example of the batch.
+
+    break_even: the row length at which the model's attention costs as much as its linear layers
+    (packing.attention_break_even), used to pick each packed batch's row width.
+    """
     if spec.data.packing:
-        collate = PackingCollator(spec.data.max_seq_length, tokenizer.pad_token_id)
-        if model is not None:
-            config = model.config
-            collate.break_even = attention_break_even(
-                parameter_counts(model)[1], config.num_hidden_layers, config.hidden_size)
-        return collate
+        return PackingCollator(spec.data.max_seq_length, tokenizer.pad_token_id, break_even)
     return PaddingCollator(tokenizer.pad_token_id)
 
 
@@ -111,13 +110,14 @@ def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[
     sink.event("log", message=f"loading model ({spec.method}) on {device}")
     model = load_model(spec, device, vocab_size=len(tokenizer))
     trainable, total = parameter_counts(model)
+    break_even = attention_break_even(total, model.config.num_hidden_layers, model.config.hidden_size)
     metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(),
                                              "trainable_params": trainable, "total_params": total})
     stop = StopCallback(should_stop)
     guard = DivergenceGuard(spec.training.divergence_factor)
     trainer = StudioTrainer(
         model=model, args=training_arguments(spec, out_dir, device, bool(eval_set)), train_dataset=train_set,
-        eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, model),
+        eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, break_even),
         processing_class=tokenizer, callbacks=[metrics, stop, guard, CheckpointEvents(sink)],
     )
     # With tqdm off the Trainer prints every log dict to stdout; our metrics already go to the sink.

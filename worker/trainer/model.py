@@ -213,5 +213,5 @@ def load_model(spec: RunSpec, device: str, vocab_size: int | None = None) -> Any
     elif spec.training.gradient_checkpointing:
         model.enable_input_require_grads()
     model = get_peft_model(model, peft_config(spec), autocast_adapter_dtype=True)
-    use_lean_dropout(model)  # same draws and gradients, a boolean mask saved instead of a float one
+    use_lean_dropout(model)  # a faster mask on the CPU, and a boolean mask saved instead of a float one
     return model

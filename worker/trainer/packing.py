@@ -14,6 +14,9 @@ import torch
 
 from worker.trainer.data import IGNORE_INDEX, Example
 
+# attention_break_even when the model is not known (SmolLM2-135M's is ~2,600).
+DEFAULT_BREAK_EVEN = 2048.0
+
 
 def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     """Indices of `lengths` grouped into bins of at most `capacity` (longest first, each into the first that fits).
@@ -40,19 +43,14 @@ def cheapest_rows(lengths: list[int], max_length: int, break_even: float) -> lis
     positions, attention with their square. A wide capacity leaves one long row beside shorter ones (padding),
     a narrow one makes more rows. About 64 capacities are tried; a batch of 8 takes well under a millisecond.
     """
-    longest = max(lengths)
-    if longest >= max_length:
-        return first_fit_decreasing(lengths, max_length)
-    step = max(1, (max_length - longest) // 64)
-    best: tuple[float, list[list[int]]] | None = None
-    for capacity in [*range(longest, max_length, step), max_length]:
-        bins = first_fit_decreasing(lengths, capacity)
+    def cost(bins: list[list[int]]) -> float:
         width = max(sum(lengths[i] for i in b) for b in bins)
-        cost = len(bins) * width * (1 + width / break_even)
-        if best is None or cost < best[0]:
-            best = (cost, bins)
-    assert best is not None
-    return best[1]
+        return len(bins) * width * (1 + width / break_even)
+
+    longest = max(lengths)
+    step = max(1, (max_length - longest) // 64)
+    capacities = [*range(longest, max_length, step), max_length]  # just the cap when an item reaches it
+    return min((first_fit_decreasing(lengths, c) for c in capacities), key=cost)
 
 
 def attention_break_even(params: int, layers: int, hidden: int) -> float:
@@ -79,10 +77,10 @@ class PackingCollator:
     packed-sequence detection. EOS may share the pad id, so the count cannot come from the ids.
     """
 
-    def __init__(self, max_length: int, pad_token_id: int = 0, break_even: float = 2048.0) -> None:
+    def __init__(self, max_length: int, pad_token_id: int = 0, break_even: float = DEFAULT_BREAK_EVEN) -> None:
         self.max_length = max_length
         self.pad_token_id = pad_token_id
-        self.break_even = break_even  # see attention_break_even; SmolLM2-135M's is ~2,600
+        self.break_even = break_even  # see attention_break_even
 
     def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor | bool]:
         rows = cheapest_rows([len(e["input_ids"]) for e in batch], self.max_length, self.break_even)
