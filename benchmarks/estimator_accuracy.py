@@ -19,20 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GGUF = Path.home() / ".cache/lorastudio/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL = Path.home() / ".cache/lorastudio/smollm2-hf"
+from benchmarks.demo import DEMO_MODEL, demo_model  # noqa: E402
+
+DEFAULT_MODEL = DEMO_MODEL
 GRID = [(method, seq, batch) for method in ("lora", "qlora") for seq in (64, 256) for batch in (2, 8)]
 TEXT = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches "
          "in the old town square and every evening the river carries leaves toward the distant sea")
-
-
-def demo_model(folder: Path) -> Path:
-    """The SmolLM2 demo model as a Hugging Face folder, converted from the cached GGUF once."""
-    if not (folder / "config.json").is_file():
-        from worker.trainer.gguf import convert_gguf
-
-        convert_gguf(GGUF, folder)
-    return folder
 
 
 def write_rows(path: Path, rows: int) -> Path:

@@ -21,21 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GGUF = Path.home() / ".cache/lorastudio/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL = Path.home() / ".cache/lorastudio/smollm2-hf"
+from benchmarks.demo import DEMO_MODEL, demo_model  # noqa: E402
+
+MODEL = DEMO_MODEL
 DATA = ROOT.parent / "shared/datasets/alpaca_en_demo.json"
 MAX_LEN, LR, SEED = 512, 2e-4, 42
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 RECIPES = ("A", "B", "C")
-
-
-def demo_model(folder: Path) -> Path:
-    """The SmolLM2 demo model as a Hugging Face folder, converted from the cached GGUF once."""
-    if not (folder / "config.json").is_file():
-        from worker.trainer.gguf import convert_gguf
-
-        convert_gguf(GGUF, folder)
-    return folder
 
 
 def canonical_rows(dest: Path, n: int) -> Path:

@@ -45,8 +45,11 @@ def test_loss_and_gradients_equal_the_models_own(tiny_model: Path, num_items: in
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_elements", [2**23, 300 * 8])  # one chunk; five, the last one short
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_chunked_linear_cross_entropy_matches_the_plain_computation(dtype: torch.dtype) -> None:
+def test_chunked_linear_cross_entropy_matches_the_plain_computation(dtype: torch.dtype, chunk_elements: int,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(0)
     hidden = torch.randn(37, 16, requires_grad=True)
     weight = torch.randn(300, 16, requires_grad=True)  # a trainable head gets its gradient too
@@ -97,3 +100,16 @@ def test_only_native_bf16_cpus_count(flags: str, native: bool) -> None:
     from worker.trainer.device_profiles import cpu_has_native_bf16
 
     assert cpu_has_native_bf16(f"processor\t: 0\nflags\t\t: {flags}\n") is native
+
+
+def test_a_frozen_heads_compute_dtype_copy_is_kept_until_the_weight_changes() -> None:
+    head = torch.nn.Linear(8, 32, bias=False).requires_grad_(False)
+    first = loss_module.head_weight(head, torch.bfloat16)
+    assert first.dtype == torch.bfloat16 and torch.equal(first, head.weight.to(torch.bfloat16))
+    assert loss_module.head_weight(head, torch.bfloat16) is first
+    with torch.no_grad():
+        head.weight.mul_(2)  # an in-place change (a resized or reloaded head would be a new tensor)
+    second = loss_module.head_weight(head, torch.bfloat16)
+    assert second is not first and torch.equal(second, head.weight.to(torch.bfloat16))
+    assert loss_module.head_weight(head.requires_grad_(True), torch.bfloat16) is head.weight  # cast in the loss
+    assert loss_module.head_weight(head, None) is head.weight  # no autocast: used as it is
