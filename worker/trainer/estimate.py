@@ -33,8 +33,6 @@ CPU_RUNTIME_GB, GPU_RUNTIME_GB = 0.5, 1.0
 # freed blocks, so the temporaries of forward and backward add up over the first steps; QLoRA's extra comes from
 # the bf16 weights bitsandbytes dequantises for every matmul, forward and backward.
 CPU_ACT_SCALE = {"lora": 1.6, "qlora": 1.9}
-# Loading a 4-bit base on the CPU reads the fp32 weights to quantise them; that memory stays in the process.
-CPU_QUANTISE_RESIDUE_BYTES = 4
 USABLE_SHARE = 0.9  # leave room for the OS / fragmentation before calling it a fit
 # CPU throughput: effective FLOP/s of LoRA training, measured on the demo model (2 cores with AMX; noisy when
 # other processes share the cores).
@@ -167,9 +165,9 @@ def _weights_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> f
         blocks = shape.num_hidden_layers * shape.block_linear_params()
         return blocks * (2 if device.bf16 else 4) + (total - blocks) * 4
     quantised = shape.num_hidden_layers * shape.block_linear_params()
-    residue = quantised * CPU_QUANTISE_RESIDUE_BYTES if device.kind == "cpu" else 0
     # prepare_model_for_kbit_training upcasts everything left unquantised (embeddings, head, norms) to fp32.
-    return quantised * NF4_BYTES + (total - quantised) * 4 + residue
+    # (The fp32 file pages read for quantising are released: model.release_checkpoint_pages.)
+    return quantised * NF4_BYTES + (total - quantised) * 4
 
 
 def _activation_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
