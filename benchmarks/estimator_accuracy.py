@@ -21,7 +21,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.demo import DEMO_MODEL, demo_model  # noqa: E402
 
-DEFAULT_MODEL = DEMO_MODEL
 GRID = [(method, seq, batch) for method in ("lora", "qlora") for seq in (64, 256) for batch in (2, 8)]
 TEXT = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches "
          "in the old town square and every evening the river carries leaves toward the distant sea")
@@ -107,7 +106,7 @@ def main() -> None:
     """Run the grid and print estimate vs measurement for each point."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEMO_MODEL)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()

@@ -16,10 +16,9 @@ from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutput
 
 from worker.trainer.data import IGNORE_INDEX
+from worker.trainer.estimate import LOSS_CHUNK_ELEMENTS
 
-# Logits per chunk, whatever the vocabulary: 32 MiB in fp32, about what a CPU's last-level cache holds. In
-# benchmarks/loss_speed.py (SmolLM2 head, 2-core EPYC) 2**23 ran 1.65x faster than 2**25, and 2**22 no faster.
-CHUNK_ELEMENTS = 2**23
+CHUNK_ELEMENTS = LOSS_CHUNK_ELEMENTS  # logits per chunk, whatever the vocabulary (the estimate counts the same)
 
 
 def shifted_labels(labels: torch.Tensor) -> torch.Tensor:
