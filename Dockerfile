@@ -5,6 +5,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     LORASTUDIO_DATA_DIR=/data
 WORKDIR /srv/lorastudio
 
+# tcmalloc for the trainer processes (worker/trainer/allocator.py preloads it): faster, leaner CPU training.
+RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 \
+ && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, so code edits do not re-install torch.
 COPY pyproject.toml README.md ./
 RUN mkdir -p app worker && touch app/__init__.py worker/__init__.py \

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from app.core.config import get_settings
 from app.core.datasets import DatasetProblem, inspect_dataset, write_canonical_jsonl
+from worker.trainer.allocator import AllocatorMissing, trainer_env
 from worker.trainer.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +35,17 @@ def train_from_yaml(spec_file: Path, out: Path) -> str:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(spec.model_dump_json())
         argv = [sys.executable, "-m", "worker.trainer", str(spec_path), "--out", str(out.resolve())]
-        return _stream(argv)
+        try:
+            env = trainer_env(os.environ, get_settings().trainer_allocator)
+        except AllocatorMissing as exc:
+            raise SystemExit(str(exc)) from None
+        return _stream(argv, env)
 
 
-def _stream(argv: list[str]) -> str:
+def _stream(argv: list[str], env: dict[str, str]) -> str:
     """Echo the trainer's event lines; return its final status."""
     status = "failed"
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT, text=True) as proc:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT, text=True, env=env) as proc:
         for line in proc.stdout:
             sys.stdout.write(line)
             event = json.loads(line)

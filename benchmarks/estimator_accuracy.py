@@ -1,14 +1,17 @@
 """Estimated vs measured peak memory (and throughput) of short CPU training runs on the demo model.
 
-Run: .venv/bin/python benchmarks/estimator_accuracy.py [--model DIR] [--steps N] [--json OUT]
+Run: .venv/bin/python benchmarks/estimator_accuracy.py [--model DIR] [--steps N] [--allocator auto] [--json OUT]
 Each grid point (LoRA/QLoRA × two sequence lengths × two batch sizes) trains in a fresh subprocess so its
-peak RSS (ru_maxrss) is its own; the estimate comes from worker.trainer.estimate with the CPU profile.
+peak RSS (ru_maxrss) is its own, in the environment a worker gives its trainers (worker.trainer.allocator);
+the estimate comes from worker.trainer.estimate with the CPU profile and the allocator the child ran on.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -55,6 +58,7 @@ def run_one(spec_json: str) -> None:
     import torch  # noqa: F401  (imported first so the baseline includes the libraries every run loads)
     import transformers  # noqa: F401
 
+    from worker.trainer.allocator import active_allocator
     from worker.trainer.events import ListSink
     from worker.trainer.loop import train
     from worker.trainer.spec import RunSpec
@@ -78,28 +82,32 @@ def run_one(spec_json: str) -> None:
     steady = (last["tokens_seen"] - first["tokens_seen"]) / max(last["elapsed_s"] - first["elapsed_s"], 1e-9)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": peak, "baseline_mb": baseline, "loaded_mb": loaded.get("mb"),
+                      "allocator": active_allocator(),
                       "tokens_per_second": steady if len(metrics) > 1 else last["tokens_per_second"]}))
 
 
-def measure(spec: dict) -> dict:
-    """Train `spec` in a fresh interpreter and return what it printed."""
+def measure(spec: dict, allocator: str) -> dict:
+    """Train `spec` in a fresh interpreter (a trainer's environment) and return what it printed."""
+    from worker.trainer.allocator import trainer_env
+
     started = time.monotonic()
     proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
-                          cwd=ROOT, check=False)
+                          cwd=ROOT, check=False, env=trainer_env(os.environ, allocator))
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['name']} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return result | {"wall_s": time.monotonic() - started}
 
 
-def estimate_for(spec: dict, model: Path) -> object:
-    """The estimator's answer for `spec` on this machine's CPU profile."""
+def estimate_for(spec: dict, model: Path, allocator: str) -> object:
+    """The estimator's answer for `spec` on this machine's CPU profile, with the allocator the run had."""
     from worker.trainer.device_profiles import cpu_profile
     from worker.trainer.estimate import ModelShape, estimate
     from worker.trainer.spec import RunSpec
 
     shape = ModelShape.from_config(json.loads((model / "config.json").read_text()))
-    return estimate(RunSpec.model_validate(spec), shape, cpu_profile(), dataset_tokens=None)
+    device = dataclasses.replace(cpu_profile(), allocator=allocator)
+    return estimate(RunSpec.model_validate(spec), shape, device, dataset_tokens=None)
 
 
 def main() -> None:
@@ -108,6 +116,8 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, default=DEMO_MODEL)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--allocator", default="auto", help="the trainers' heap allocator: auto, tcmalloc, "
+                        "jemalloc or system (worker.trainer.allocator)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
     if args.one:
@@ -119,7 +129,8 @@ def main() -> None:
         print(f"{'config':<16}{'est GB':>8}{'meas GB':>9}{'err %':>7}{'est tok/s':>11}{'meas tok/s':>11}{'wall s':>8}")
         for method, seq, batch in GRID:
             spec = spec_for(model, data, method, seq, batch, args.steps)
-            measured, est = measure(spec), estimate_for(spec, model)
+            measured = measure(spec, args.allocator)
+            est = estimate_for(spec, model, measured["allocator"])
             meas_gb = measured["peak_rss_mb"] / 1024
             err = 100 * (est.peak_memory_gb - meas_gb) / meas_gb
             errors.append(abs(err))
@@ -127,7 +138,8 @@ def main() -> None:
             print(f"{spec['name']:<16}{est.peak_memory_gb:>8.2f}{meas_gb:>9.2f}{err:>+7.1f}"
                   f"{est.tokens_per_second:>11.0f}{measured['tokens_per_second']:>11.0f}{measured['wall_s']:>8.0f}",
                   flush=True)
-    print(f"mean |error| {sum(errors) / len(errors):.1f} %, worst {max(errors):.1f} % (goal ±25 %)")
+    print(f"mean |error| {sum(errors) / len(errors):.1f} %, worst {max(errors):.1f} % (goal ±25 %), "
+          f"trainers on {measured['allocator']} malloc")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -4,12 +4,16 @@ Run: .venv/bin/python benchmarks/training_throughput.py [--examples 32] [--batch
 (32 examples × 2 repeats take ~30+ minutes on 2 shared CPU cores: recipe A in fp32 is the slow one.)
 Every (recipe, method) trains in a fresh subprocess, interleaved A/B/C per repeat, on the first N rows of
 alpaca_en_demo with the same LoRA settings, order and batch size; medians are printed with the spread.
+C runs in the environment a worker gives its trainers (tcmalloc preloaded where installed:
+worker.trainer.allocator); A and B on the system malloc, as people run them. "C-libc" is C on the system
+malloc, to show what the allocator alone is worth.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -127,19 +131,25 @@ def cpu_seconds() -> float:
 
 def child(name: str, method: str, rows: Path, batch: int, accum: int) -> None:
     """One configuration in this (fresh) process; prints one JSON line. "C+gc": C with gradient checkpointing."""
+    from worker.trainer.allocator import active_allocator
+
     with tempfile.TemporaryDirectory() as tmp:
         if name.startswith("C"):
             r = run_studio(method, rows, batch, accum, Path(tmp), checkpointing=name == "C+gc")
         else:
             r = run_recipe(name, method, rows, batch, accum, Path(tmp))
     r["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r["allocator"] = active_allocator()
     print("RESULT " + json.dumps(r), flush=True)
 
 
 def measure(name: str, method: str, rows: Path, batch: int, accum: int) -> dict:
     """Run one configuration in a fresh subprocess and parse its result line."""
+    from worker.trainer.allocator import trainer_env
+
     cmd = [sys.executable, __file__, "--child", name, method, str(rows), "--batch", str(batch), "--accum", str(accum)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = trainer_env(os.environ) if name in ("C", "C+gc") else dict(os.environ)  # C-libc: the system malloc
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"{name}/{method} failed:\n{proc.stderr[-3000:]}")
@@ -153,15 +163,15 @@ def table(results: dict[tuple[str, str], list[dict]]) -> str:
     """Medians (min–max) per configuration, then the ratios the issue asks for."""
     fields = ("tps", "tpcs", "peak_mb", "seconds")
     med = {k: {f: statistics.median(r[f] for r in v) for f in fields} for k, v in results.items()}
-    lines = [f"{'config':<9}{'tokens/s (min-max)':>24}{'tok/CPU-s':>10}{'peak MB (min-max)':>22}{'real tok':>10}"
-             f"{'last loss':>11}{'mean loss':>11}"]
+    lines = [f"{'config':<13}{'tokens/s (min-max)':>24}{'tok/CPU-s':>10}{'peak MB (min-max)':>22}{'real tok':>10}"
+             f"{'last loss':>11}{'mean loss':>11}  malloc"]
     for (name, method), runs in results.items():
         tps, mb = [r["tps"] for r in runs], [r["peak_mb"] for r in runs]
         losses = runs[0]["losses"]
         m = med[name, method]
-        lines.append(f"{name}/{method:<7}{m['tps']:>9.0f} ({min(tps):.0f}-{max(tps):.0f}){'':>3}{m['tpcs']:>10.0f}"
-                     f"{m['peak_mb']:>9.0f} ({min(mb):.0f}-{max(mb):.0f}){runs[0]['tokens']:>10}"
-                     f"{losses[-1]:>11.4f}{statistics.fmean(losses):>11.4f}")
+        lines.append(f"{name + '/' + method:<13}{m['tps']:>11.0f} ({min(tps):.0f}-{max(tps):.0f}){'':>3}"
+                     f"{m['tpcs']:>10.0f}{m['peak_mb']:>9.0f} ({min(mb):.0f}-{max(mb):.0f}){runs[0]['tokens']:>10}"
+                     f"{losses[-1]:>11.4f}{statistics.fmean(losses):>11.4f}  {runs[0]['allocator']}")
     if not all((n, m) in med for n in RECIPES for m in ("lora", "qlora")):
         return "\n".join(lines)  # ratios need every recipe (--only ran a subset)
     for method in ("lora", "qlora"):
@@ -178,6 +188,12 @@ def table(results: dict[tuple[str, str], list[dict]]) -> str:
             g, a, b = med["C+gc", method], med["A", method], med["B", method]
             lines.append(f"{method}: C with gradient checkpointing: tokens/s C+gc/A {g['tps'] / a['tps']:.2f}  "
                          f"C+gc/B {g['tps'] / b['tps']:.2f}   peak MB C+gc/B {g['peak_mb'] / b['peak_mb']:.2f}")
+    for method in ("lora", "qlora"):
+        if ("C-libc", method) in med:
+            g, c, a, b = med["C-libc", method], med["C", method], med["A", method], med["B", method]
+            lines.append(f"{method}: C on the system malloc (C-libc): tokens/s C/C-libc {c['tps'] / g['tps']:.2f}  "
+                         f"C-libc/A {g['tps'] / a['tps']:.2f}  C-libc/B {g['tps'] / b['tps']:.2f}   peak MB "
+                         f"C/C-libc {c['peak_mb'] / g['peak_mb']:.2f}  C-libc/B {g['peak_mb'] / b['peak_mb']:.2f}")
     lines.append(f"C: QLoRA time / LoRA time {med['C', 'qlora']['seconds'] / med['C', 'lora']['seconds']:.2f} (wall), "
                  f"{med['C', 'lora']['tpcs'] / med['C', 'qlora']['tpcs']:.2f} (CPU time)")
     return "\n".join(lines)
@@ -193,13 +209,15 @@ def main() -> None:
     parser.add_argument("--only", default="ABC", help="which recipes to run, e.g. 'BC'")
     parser.add_argument("--with-checkpointing", action="store_true",
                         help="also run C with gradient checkpointing on (as A and B have it for QLoRA)")
+    parser.add_argument("--no-ablation", action="store_true", help="skip C-libc (C on the system malloc)")
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], args.child[1], Path(args.child[2]), args.batch, args.accum)
     demo_model(MODEL)
     rows = canonical_rows(Path(tempfile.mkdtemp()) / "alpaca.jsonl", args.examples)
     results: dict[tuple[str, str], list[dict]] = {}
-    names = [n for n in RECIPES if n in args.only] + (["C+gc"] if args.with_checkpointing else [])
+    names = [n for n in RECIPES if n in args.only] + (["C+gc"] if args.with_checkpointing else []) \
+        + ([] if args.no_ablation or "C" not in args.only else ["C-libc"])
     started = time.monotonic()
     for _ in range(args.repeats):
         for method in ("lora", "qlora"):

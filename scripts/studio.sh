@@ -16,6 +16,20 @@ setup() {
     "$PY" -m pip install -q -e ".[dev]"
     touch "$stamp"
   fi
+  ensure_allocator
+}
+
+ensure_allocator() {
+  # Trainers run on tcmalloc where it is installed (worker/trainer/allocator.py): on the CPU they trained
+  # 20-30 % faster in ~25 % less memory than on glibc's malloc (jemalloc, found on many machines, gave only the
+  # memory half). Without either they still run, on the system malloc.
+  if "$PY" -c "import sys; from worker.trainer.allocator import find_allocator; sys.exit(find_allocator()[0] != 'tcmalloc')" \
+      2>/dev/null || ! command -v apt-get >/dev/null; then
+    return 0
+  fi
+  apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; } \
+    || echo "note: could not install libtcmalloc-minimal4; trainers will use the system malloc" >&2
 }
 
 ensure_services() {

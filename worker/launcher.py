@@ -23,6 +23,7 @@ from app.core.resources import Resources
 from app.core.services import checkpoints
 from app.core.services import runs as run_service
 from worker.heartbeat import Heartbeat
+from worker.trainer.allocator import trainer_env
 from worker.trainer.spec import RunSpec
 from worker.trainer_stream import EventReader
 
@@ -44,6 +45,7 @@ class Launcher:
         self.error: dict[str, Any] | None = None
         self.failure: dict[str, Any] | None = None  # the launcher's own (storing a checkpoint): it ends the run
         self.seq = 0
+        self.env: dict[str, str] = {}  # the trainer's environment (worker.trainer.allocator)
 
     def run(self) -> str:
         """Train the run and record how it ended; returns the end status."""
@@ -61,6 +63,7 @@ class Launcher:
 
     def _prepare(self) -> list[str]:
         """Export the dataset in canonical form (and the checkpoint to resume from); the trainer's argv."""
+        self.env = trainer_env(os.environ, self.res.settings.trainer_allocator)  # a missing allocator fails here
         self.workdir.mkdir(parents=True, exist_ok=True)
         with session_scope(self.res.session_factory) as session:
             run = session.get(Run, self.run_id)
@@ -85,7 +88,7 @@ class Launcher:
     def _train(self, argv: list[str]) -> int:
         """Spawn the trainer and pump its events until it exits."""
         stderr_path = self.workdir / "trainer.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", TRAINER_PARENT_ENV: str(os.getpid())}
+        env = {**self.env, "PYTHONUNBUFFERED": "1", TRAINER_PARENT_ENV: str(os.getpid())}
         with stderr_path.open("wb") as stderr:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, start_new_session=True,
                                     env=env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -12,16 +13,26 @@ import threading
 from celery.signals import worker_ready
 
 from app.core import workers
+from app.core.config import get_settings
 from app.core.resources import Resources
+from worker.trainer.allocator import AllocatorMissing, trainer_env
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 20
 
 
 def detect_device() -> dict:
-    """The device description, from a child process (the parent must not initialise CUDA before forking)."""
+    """The device description, from a child process (the parent must not initialise CUDA before forking).
+
+    The child runs in a trainer's environment, so the allocator it reports is the one runs here will get.
+    """
+    try:
+        env = trainer_env(os.environ, get_settings().trainer_allocator)
+    except AllocatorMissing as exc:  # every run will fail with this message; the device is still worth announcing
+        log.error("%s", exc)
+        env = dict(os.environ)
     out = subprocess.run([sys.executable, "-m", "worker.trainer.device"], capture_output=True, text=True,
-                         timeout=120, check=True)
+                         timeout=120, check=True, env=env)
     return json.loads(out.stdout)
 
 

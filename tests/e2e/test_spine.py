@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.e2e.conftest import LiveStudio, run_spec
 from tests.support.processes import trainer_pids
+from worker.trainer.allocator import find_allocator
 from worker.trainer.spec import RunSpec
 
 pytestmark = pytest.mark.e2e
@@ -71,6 +72,8 @@ def test_run_trains_streams_and_downloads(
     assert recorder.statuses[-1] == "succeeded"
     kinds = [e["kind"] for e in http.get(f"/api/runs/{run_id}/timeline").json()]
     assert kinds[:2] == ["queued", "started"] and "training" in kinds and kinds[-1] == "succeeded", kinds
+    training = next(e for e in http.get(f"/api/runs/{run_id}/timeline").json() if e["kind"] == "training")
+    assert training["data"]["allocator"] == find_allocator("auto")[0], training  # the worker preloaded it
     assert run["versions"].get("peft") and run["device"] and run["spec"]["method"] == method
     losses = [p["values"]["loss"] for p in http.get(f"/api/runs/{run_id}/metrics").json() if "loss" in p["values"]]
     assert losses[-1] < losses[0], losses

@@ -10,9 +10,10 @@ import os
 
 
 def describe() -> dict:
-    """Kind, name, memory and bf16 support of the device a trainer here would use."""
+    """Kind, name, memory, bf16 support (and on the CPU the heap allocator) of the device a trainer here would use."""
     import torch
 
+    from worker.trainer.allocator import active_allocator
     from worker.trainer.model import supports_bf16
 
     if torch.cuda.is_available():
@@ -21,7 +22,7 @@ def describe() -> dict:
                 "count": torch.cuda.device_count(), "bf16": supports_bf16("cuda")}
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     return {"kind": "cpu", "name": f"{os.cpu_count()}-core CPU", "memory_gb": round(pages * page_size / 2**30, 1),
-            "count": os.cpu_count(), "bf16": supports_bf16("cpu")}
+            "count": os.cpu_count(), "bf16": supports_bf16("cpu"), "allocator": active_allocator()}
 
 
 if __name__ == "__main__":

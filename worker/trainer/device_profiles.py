@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from worker.trainer.allocator import find_allocator
+
 GPU_MFU, DEFAULT_GPU_TFLOPS = 0.30, 60.0
 GPU_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L40": 181, "A10G": 125, "A10": 125,
               "L4": 121, "A6000": 155, "4090": 165, "3090": 71, "V100": 125, "T4": 65}
@@ -21,6 +23,7 @@ class DeviceProfile:
     memory_gb: float
     bf16: bool = True
     count: int = 1
+    allocator: str = "system"  # the heap allocator of its trainer processes (worker.trainer.allocator)
 
     @property
     def flops(self) -> float:
@@ -30,10 +33,10 @@ class DeviceProfile:
 
 
 def cpu_profile(memory_gb: float | None = None) -> DeviceProfile:
-    """This machine's CPU and RAM (what a local CPU worker would train on)."""
+    """This machine's CPU and RAM (what a local CPU worker would train on, with the allocator it would find)."""
     ram = memory_gb or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     return DeviceProfile("cpu", "cpu", f"{os.cpu_count()}-core CPU (this machine)", round(ram, 1),
-                         bf16=cpu_has_native_bf16())
+                         bf16=cpu_has_native_bf16(), allocator=find_allocator("auto")[0])
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
@@ -64,8 +67,8 @@ def device_profiles() -> dict[str, DeviceProfile]:
 
 
 def worker_profile(worker: dict[str, Any]) -> DeviceProfile:
-    """The profile of a live worker as announced in the registry ({hostname, kind, name, memory_gb, bf16})."""
+    """The profile of a live worker as announced in the registry ({hostname, kind, name, memory_gb, bf16, ...})."""
     kind = "cuda" if worker.get("kind") == "cuda" else "cpu"
     return DeviceProfile(str(worker.get("hostname", "worker")), kind, str(worker.get("name", kind)),
                          float(worker.get("memory_gb") or 0), bool(worker.get("bf16", False)),
-                         int(worker.get("count") or 1))
+                         int(worker.get("count") or 1), str(worker.get("allocator") or "system"))

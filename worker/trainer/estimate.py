@@ -32,14 +32,17 @@ NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes plus one fp32 absmax per 64-weight block
 # Runtime floor: on the CPU the RSS of torch + transformers + the Trainer stack (measured 0.45-0.5 GiB);
 # on a GPU the CUDA context and cuBLAS workspaces.
 CPU_RUNTIME_GB, GPU_RUNTIME_GB = 0.5, 1.0
-# Measured peak RSS over counted saved bytes on the CPU (fitted on SmolLM2, 128-2048 tokens a step): glibc keeps
-# freed blocks, so the temporaries of forward and backward add up over the first steps; QLoRA's extra comes from
-# the bf16 weights bitsandbytes dequantises for every matmul, forward and backward.
-CPU_ACT_SCALE = {"lora": 1.6, "qlora": 1.9}
+# Measured peak RSS over counted saved bytes on the CPU, by the trainer's heap allocator (fitted on SmolLM2,
+# 128-2048 tokens a step: benchmarks/estimator_accuracy.py --allocator system|tcmalloc|jemalloc). glibc's malloc
+# keeps the blocks forward and backward free resident, fragmented across their many sizes; tcmalloc and jemalloc
+# reuse them, and the peak is about the live tensors' (least squares: tcmalloc 0.88/0.97, jemalloc 0.94/1.02).
+CPU_ACT_SCALE = {("lora", "system"): 1.5, ("qlora", "system"): 1.65,
+                 ("lora", "caching"): 0.95, ("qlora", "caching"): 1.0}
 USABLE_SHARE = 0.9  # leave room for the OS / fragmentation before calling it a fit
-# CPU throughput: effective FLOP/s of LoRA training, measured on the demo model (2 cores with AMX; noisy when
-# other processes share the cores).
-CPU_FLOPS = {"lora": 1.0e11, "qlora": 0.9e11}
+# CPU throughput: effective FLOP/s of LoRA training (flops_per_token x tokens/s), by method and bf16 autocast,
+# measured on the demo model with 512-2048 tokens a step on a 2-core EPYC (Zen 5, AVX512-BF16) with tcmalloc:
+# 3.1-3.3e11 in bf16, 1.4e11 with bf16 switched off. Other CPUs differ by their cores and vector units.
+CPU_FLOPS = {("lora", True): 3.1e11, ("qlora", True): 3.0e11, ("lora", False): 1.4e11, ("qlora", False): 1.4e11}
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,10 @@ def _activation_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -
         per_token = shape.num_hidden_layers * 4 * shape.hidden_size + per_layer
     else:
         per_token = shape.num_hidden_layers * per_layer
-    return tokens * per_token * (CPU_ACT_SCALE[spec.method] if device.kind == "cpu" else 1.0)
+    if device.kind != "cpu":
+        return tokens * per_token
+    heap = "system" if device.allocator == "system" else "caching"
+    return tokens * per_token * CPU_ACT_SCALE[spec.method, heap]
 
 
 def _loss_bytes(tokens: int, shape: ModelShape) -> float:
@@ -217,7 +223,7 @@ def flops_per_token(spec: RunSpec, shape: ModelShape) -> float:
 def tokens_per_second(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
     """Expected training throughput on the device."""
     if device.kind == "cpu":
-        flops = CPU_FLOPS[spec.method]
+        flops = CPU_FLOPS[spec.method, device.bf16]
     else:
         # 4-bit layers dequantise every matmul's weight: QLoRA runs at roughly 70 % of LoRA's speed.
         flops = device.flops * device.count * (0.7 if spec.method == "qlora" else 1.0)

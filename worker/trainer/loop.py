@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.trainer.allocator import INSTALL_HINT, active_allocator
 from worker.trainer.artifacts import library_versions, save_adapter
 from worker.trainer.callbacks import MetricsCallback, StopCallback
 from worker.trainer.checkpoint import CheckpointEvents, SafeCheckpoints
@@ -111,7 +112,11 @@ def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[
     model = load_model(spec, device, vocab_size=len(tokenizer))
     trainable, total = parameter_counts(model)
     break_even = attention_break_even(total, model.config.num_hidden_layers, model.config.hidden_size)
-    metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(),
+    allocator = active_allocator()
+    if device == "cpu" and allocator == "system":
+        sink.event("log", message="heap allocator: the system malloc; with tcmalloc CPU training ran 20-30 % faster "
+                   f"in ~25 % less memory ({INSTALL_HINT})")
+    metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(), "allocator": allocator,
                                              "trainable_params": trainable, "total_params": total})
     stop = StopCallback(should_stop)
     guard = DivergenceGuard(spec.training.divergence_factor)

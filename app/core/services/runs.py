@@ -149,8 +149,11 @@ def record_started(session: Session, run_id: int, event: dict[str, Any]) -> None
     runs_repo.touch(session, run_id, device=event.get("device"), versions=event.get("versions") or {},
                     total_steps=event.get("total_steps"), trainable_params=event.get("trainable_params"),
                     total_params=event.get("total_params"))
-    add_event(session, run_id, "training", f"Training on {event.get('device')}: {event.get('total_steps')} steps, "
-              f"{event.get('trainable_params')} trainable of {event.get('total_params')} parameters.")
+    allocator = event.get("allocator")  # the trainer's heap allocator (worker.trainer.allocator), from 2026-11
+    on = f"{event.get('device')} ({allocator} malloc)" if allocator else event.get("device")
+    add_event(session, run_id, "training", f"Training on {on}: {event.get('total_steps')} steps, "
+              f"{event.get('trainable_params')} trainable of {event.get('total_params')} parameters.",
+              **({"allocator": allocator} if allocator else {}))
 
 
 def record_metrics(session: Session, run_id: int, points: list[tuple[int, dict[str, Any]]]) -> list[MetricPoint]:
