@@ -98,6 +98,16 @@ def test_worker_profile_and_cpu_profile() -> None:
     assert cpu_profile().kind == "cpu" and cpu_profile().memory_gb > 0
 
 
+def test_a_cpu_worker_on_the_system_malloc_is_sized_for_its_fragmented_heap() -> None:
+    announced = {"hostname": "w2", "kind": "cpu", "name": "2-core CPU", "memory_gb": 24, "bf16": True}
+    on_glibc, on_tcmalloc = worker_profile(announced), worker_profile({**announced, "allocator": "tcmalloc"})
+    assert (on_glibc.allocator, on_tcmalloc.allocator) == ("system", "tcmalloc")  # older workers announce none
+    shape = ModelShape.from_config({**LLAMA3_8B, "num_hidden_layers": 4})
+    glibc, tcmalloc = (estimate(spec(), shape, device, None) for device in (on_glibc, on_tcmalloc))
+    assert glibc.breakdown["activations"] > 1.4 * tcmalloc.breakdown["activations"]
+    assert glibc.breakdown["weights"] == tcmalloc.breakdown["weights"]
+
+
 def test_incomplete_config_is_refused() -> None:
     with pytest.raises(ValueError, match="hidden_size"):
         ModelShape.from_config({"model_type": "llama"})
