@@ -21,7 +21,7 @@ setup() {
 
 ensure_allocator() {
   # Trainers run on tcmalloc where it is installed (worker/trainer/allocator.py): on the CPU they trained
-  # 20-30 % faster in ~25 % less memory than on glibc's malloc (jemalloc, found on many machines, gave only the
+  # 10-25 % faster in ~25 % less memory than on glibc's malloc (jemalloc, found on many machines, gave only the
   # memory half). Without either they still run, on the system malloc.
   if "$PY" -c "import sys; from worker.trainer.allocator import find_allocator; sys.exit(find_allocator()[0] != 'tcmalloc')" \
       2>/dev/null || ! command -v apt-get >/dev/null; then

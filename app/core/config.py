@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     )
     trainer_allocator: Literal["auto", "tcmalloc", "jemalloc", "system"] = Field(
         "auto", description="Heap allocator of trainer processes: auto (tcmalloc, else jemalloc, where installed), "
-        "tcmalloc, jemalloc or system. tcmalloc trained 20-30 % faster in ~25 % less memory on the CPU."
+        "tcmalloc, jemalloc or system. tcmalloc trained 10-25 % faster in ~25 % less memory on the CPU."
     )
     session_days: float = Field(14.0, gt=0, description="How long a browser stays signed in after logging in.")
     admin_password: str = Field("", description="The first admin's password on a fresh studio; empty: generated.")

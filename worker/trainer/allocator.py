@@ -4,8 +4,8 @@ launcher (torch.backends.xeon.run_cpu) does.
 On the CPU every activation is a malloc'd block. glibc's malloc keeps the blocks a step frees in its heap, split
 and merged across the many sizes of forward and backward, so the process's resident memory climbed to ~1.4x
 the live tensors; tcmalloc reuses them by size class and gave the peak of the live tensors, with fewer page
-faults. On the demo model (benchmarks/training_throughput.py, C against C-libc): about 25 % less peak memory
-and 20-30 % more tokens/s. An allocator can only be chosen before the process starts, hence LD_PRELOAD in the
+faults. On the demo model (benchmarks/training_throughput.py, C against C-libc): 22-31 % less peak memory
+and 10-25 % more tokens/s. An allocator can only be chosen before the process starts, hence LD_PRELOAD in the
 environment the trainer is spawned with (worker/launcher.py, app/local_train.py, the device probe).
 """
 

@@ -114,7 +114,7 @@ def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[
     break_even = attention_break_even(total, model.config.num_hidden_layers, model.config.hidden_size)
     allocator = active_allocator()
     if device == "cpu" and allocator == "system":
-        sink.event("log", message="heap allocator: the system malloc; with tcmalloc CPU training ran 20-30 % faster "
+        sink.event("log", message="heap allocator: the system malloc; with tcmalloc CPU training ran 10-25 % faster "
                    f"in ~25 % less memory ({INSTALL_HINT})")
     metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(), "allocator": allocator,
                                              "trainable_params": trainable, "total_params": total})
