@@ -14,17 +14,17 @@ from worker.trainer.allocator import LIBRARIES, AllocatorMissing, active_allocat
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _libs(tmp_path: Path, *names: str) -> list[Path]:
+def _libs(folder: Path, *names: str) -> list[Path]:
+    """A library folder holding (stand-ins for) the named files, as the `dirs` find_allocator searches."""
+    folder.mkdir(exist_ok=True)
     for name in names:
-        (tmp_path / name).write_bytes(b"\x7fELF")
-    return [tmp_path]
+        (folder / name).write_bytes(b"\x7fELF")
+    return [folder]
 
 
 def test_auto_prefers_tcmalloc_then_jemalloc_then_the_system(tmp_path: Path) -> None:
-    (tmp_path / "both").mkdir()
     both = _libs(tmp_path / "both", "libjemalloc.so.2", "libtcmalloc_minimal.so.4")
     assert find_allocator("auto", both) == ("tcmalloc", tmp_path / "both" / "libtcmalloc_minimal.so.4")
-    (tmp_path / "je").mkdir()
     assert find_allocator("auto", _libs(tmp_path / "je", "libjemalloc.so.2"))[0] == "jemalloc"
     assert find_allocator("auto", [tmp_path / "nothing"]) == ("system", None)
     assert find_allocator("system", both) == ("system", None)
@@ -64,8 +64,8 @@ def test_a_child_spawned_with_trainer_env_runs_torch_on_that_allocator(name: str
     if name != "system" and not _installed(name):
         pytest.skip(f"{name} is not installed here (scripts/studio.sh setup installs tcmalloc)")
     code = ("import torch; from worker.trainer.allocator import active_allocator;"
-            "x = [torch.randn(256, 1024) @ torch.randn(1024, 256) for _ in range(20)];"
-            "print(active_allocator(), float(sum(t.sum() for t in x)) == float(sum(t.sum() for t in x)))")
+            "x = [torch.ones(256, 1024) @ torch.full((1024, 256), 0.5) for _ in range(20)];"
+            "print(active_allocator(), int(sum(t.sum().item() for t in x)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env=trainer_env(os.environ, name))
-    assert out.stdout.split() == [name, "True"]
+    assert out.stdout.split() == [name, str(20 * 256 * 256 * 512)]  # each entry of each product is 1024 x 0.5
