@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import typer
 
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import RunSpec
 
 SERVER = typer.Option(os.environ.get("LORASTUDIO_SERVER", "http://127.0.0.1:8000"), help="Studio URL.")
 TOKEN = typer.Option("", envvar="LORASTUDIO_TOKEN", show_default=False,

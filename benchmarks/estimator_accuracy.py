@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python benchmarks/estimator_accuracy.py [--model DIR] [--steps N] [--allocator auto] [--json OUT]
 Each grid point (LoRA/QLoRA × two sequence lengths × two batch sizes) trains in a fresh subprocess so its
-peak RSS (ru_maxrss) is its own, in the environment a worker gives its trainers (worker.trainer.allocator);
-the estimate comes from worker.trainer.estimate with the CPU profile and the allocator the child ran on.
+peak RSS (ru_maxrss) is its own, in the environment a worker gives its trainers (worker.planning.allocator);
+the estimate comes from worker.planning.estimate with the CPU profile and the allocator the child ran on.
 """
 
 from __future__ import annotations
@@ -58,22 +58,23 @@ def run_one(spec_json: str) -> None:
     import torch  # noqa: F401  (imported first so the baseline includes the libraries every run loads)
     import transformers  # noqa: F401
 
-    from worker.trainer.allocator import active_allocator
-    from worker.trainer.events import ListSink
+    from worker.planning.allocator import active_allocator
+    from worker.planning.reports import Report, Started
+    from worker.planning.spec import RunSpec
     from worker.trainer.loop import train
-    from worker.trainer.spec import RunSpec
+    from worker.trainer.sinks import ListSink
 
     baseline = _rss_mb()
     spec = RunSpec.model_validate(json.loads(spec_json))
     sink, loaded = ListSink(), {}
-    original = sink.event
+    original = sink.emit
 
-    def event(type_: str, **data: object) -> None:
-        if type_ == "started":  # on_train_begin: model loaded and wrapped, no step taken yet
+    def emit(report: Report) -> None:
+        if isinstance(report, Started):  # on_train_begin: model loaded and wrapped, no step taken yet
             loaded["mb"] = _rss_mb()
-        original(type_, **data)
+        original(report)
 
-    sink.event = event  # type: ignore[method-assign]
+    sink.emit = emit  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as out:
         train(spec, Path(out), sink)
     metrics = sink.metrics()
@@ -88,7 +89,7 @@ def run_one(spec_json: str) -> None:
 
 def measure(spec: dict, allocator: str) -> dict:
     """Train `spec` in a fresh interpreter (a trainer's environment) and return what it printed."""
-    from worker.trainer.allocator import trainer_env
+    from worker.planning.allocator import trainer_env
 
     started = time.monotonic()
     proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
@@ -101,9 +102,9 @@ def measure(spec: dict, allocator: str) -> dict:
 
 def estimate_for(spec: dict, model: Path, allocator: str) -> object:
     """The estimator's answer for `spec` on this machine's CPU profile, with the allocator the run had."""
-    from worker.trainer.device_profiles import cpu_profile
-    from worker.trainer.estimate import ModelShape, estimate
-    from worker.trainer.spec import RunSpec
+    from worker.planning.device_profiles import cpu_profile
+    from worker.planning.estimate import ModelShape, estimate
+    from worker.planning.spec import RunSpec
 
     shape = ModelShape.from_config(json.loads((model / "config.json").read_text()))
     device = dataclasses.replace(cpu_profile(), allocator=allocator)
@@ -117,7 +118,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEMO_MODEL)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--allocator", default="auto", help="the trainers' heap allocator: auto, tcmalloc, "
-                        "jemalloc or system (worker.trainer.allocator)")
+                        "jemalloc or system (worker.planning.allocator)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
     if args.one:

@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/training_throughput.py [--examples 32] [--batch
 Every (recipe, method) trains in a fresh subprocess, interleaved A/B/C per repeat, on the first N rows of
 alpaca_en_demo with the same LoRA settings, order and batch size; medians are printed with the spread.
 C runs in the environment a worker gives its trainers (tcmalloc preloaded where installed:
-worker.trainer.allocator); A and B on the system malloc, as people run them. "C-libc" is C on the system
+worker.planning.allocator); A and B on the system malloc, as people run them. "C-libc" is C on the system
 malloc, to show what the allocator alone is worth.
 """
 
@@ -105,9 +105,9 @@ def run_recipe(name: str, method: str, rows: Path, batch: int, accum: int, out: 
 
 def run_studio(method: str, rows: Path, batch: int, accum: int, out: Path, checkpointing: bool = False) -> dict:
     """Recipe C: the studio's own trainer with its defaults for this device (same objective: train_on all)."""
-    from worker.trainer.events import ListSink
+    from worker.planning.spec import RunSpec
     from worker.trainer.loop import train
-    from worker.trainer.spec import RunSpec
+    from worker.trainer.sinks import ListSink
 
     spec = RunSpec.model_validate({
         "method": method, "model": {"base_model": str(MODEL)}, "lora": LORA,
@@ -131,7 +131,7 @@ def cpu_seconds() -> float:
 
 def child(name: str, method: str, rows: Path, batch: int, accum: int) -> None:
     """One configuration in this (fresh) process; prints one JSON line. "C+gc": C with gradient checkpointing."""
-    from worker.trainer.allocator import active_allocator
+    from worker.planning.allocator import active_allocator
 
     with tempfile.TemporaryDirectory() as tmp:
         if name.startswith("C"):
@@ -145,7 +145,7 @@ def child(name: str, method: str, rows: Path, batch: int, accum: int) -> None:
 
 def measure(name: str, method: str, rows: Path, batch: int, accum: int) -> dict:
     """Run one configuration in a fresh subprocess and parse its result line."""
-    from worker.trainer.allocator import trainer_env
+    from worker.planning.allocator import trainer_env
 
     cmd = [sys.executable, __file__, "--child", name, method, str(rows), "--batch", str(batch), "--accum", str(accum)]
     env = trainer_env(os.environ) if name in ("C", "C+gc") else dict(os.environ)  # C-libc: the system malloc

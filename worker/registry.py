@@ -15,7 +15,7 @@ from celery.signals import worker_ready
 from app.core import workers
 from app.core.config import get_settings
 from app.core.resources import Resources
-from worker.trainer.allocator import AllocatorMissing, trainer_env
+from worker.planning.allocator import AllocatorMissing, trainer_env
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 20

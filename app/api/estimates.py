@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from app.core import workers
 from app.core.services import estimates as estimate_service
 from app.deps import CurrentUser, ResourcesDep, SessionDep
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import RunSpec
 
 router = APIRouter(prefix="/api", tags=["estimates"])
 

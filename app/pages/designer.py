@@ -22,12 +22,10 @@ from app.deps import CurrentUser, OptionalRowIdQuery, SessionDep
 from app.pages import spec_form
 from app.pages.forms import FormDep
 from app.pages.templating import render
-from worker.trainer import presets
-from worker.trainer.spec import RunSpec
+from worker.planning import presets
+from worker.planning.spec import RunSpec
 
 router = APIRouter()
-# What applying a preset keeps from the form: the run's name and the user's choice of model and data.
-KEPT_BY_PRESETS = ("name", "model.base_model", "model.gguf_file", "data.dataset_id")
 
 
 def _designer(request: Request, session: Session, user: User, values: dict[str, Any],
@@ -86,7 +84,7 @@ def _with_preset(values: dict[str, Any], key: str) -> dict[str, Any]:
     preset = presets.find(key)
     if preset is None:
         return values
-    kept = {k: values[k] for k in KEPT_BY_PRESETS if values.get(k) not in (None, "")}
+    kept = {k: values[k] for k in presets.KEEP if values.get(k) not in (None, "")}
     return {**spec_form.from_spec(preset.overrides()), **kept, "estimate_device": values.get("estimate_device")}
 
 

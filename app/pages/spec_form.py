@@ -11,13 +11,12 @@ import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import TARGET_PRESETS, RunSpec
 
 HIDDEN = {"data.path"}  # the worker fills it from the chosen dataset
 FOLDED = {"quantization", "training"}  # advanced: shown folded until they hold an error
 SPECIAL = {"data.dataset_id": "dataset", "model.base_model": "model", "lora.target_modules": "targets"}
-TARGET_PRESETS = ("attention", "all-linear")
-CUSTOM = "custom"
+CUSTOM = "custom"  # the target-modules widget offers the spec's presets, then a custom list of names
 # DataSpec's "one source" check reports on the whole section; in the form it is about the dataset choice.
 SECTION_ERRORS = {"data": "data.dataset_id"}
 
@@ -78,6 +77,7 @@ def _field(name: str, info: FieldInfo) -> FormField:
     base = FormField(name, label, info.description or "", "text", optional=optional)
     if name in SPECIAL:
         base.widget = SPECIAL[name]
+        base.choices = (*TARGET_PRESETS, CUSTOM) if base.widget == "targets" else ()
     elif kind is bool:
         base.widget = "checkbox"
     elif get_origin(kind) is Literal:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.tiny_model import build_tiny_model, tiny_chat_dataset
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import RunSpec
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.trainer.allocator import LIBRARIES, AllocatorMissing, active_allocator, find_allocator, trainer_env
+from tests.support.requirements import require
+from worker.planning.allocator import LIBRARIES, AllocatorMissing, active_allocator, find_allocator, trainer_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,9 +62,11 @@ def _installed(name: str) -> bool:
 
 @pytest.mark.parametrize("name", [*LIBRARIES, "system"])
 def test_a_child_spawned_with_trainer_env_runs_torch_on_that_allocator(name: str) -> None:
-    if name != "system" and not _installed(name):
-        pytest.skip(f"{name} is not installed here (scripts/studio.sh setup installs tcmalloc)")
-    code = ("import torch; from worker.trainer.allocator import active_allocator;"
+    if name != "system":
+        require(_installed(name), f"{name} is not installed here: apt-get install "
+                f"{'libtcmalloc-minimal4' if name == 'tcmalloc' else 'libjemalloc2'} (scripts/studio.sh setup "
+                "installs tcmalloc)")
+    code = ("import torch; from worker.planning.allocator import active_allocator;"
             "x = [torch.ones(256, 1024) @ torch.full((1024, 256), 0.5) for _ in range(20)];"
             "print(active_allocator(), int(sum(t.sum().item() for t in x)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,

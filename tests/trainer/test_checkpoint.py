@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import worker.trainer.loop as loop
 from worker.trainer import checkpoint, state_codec
 from worker.trainer.errors import TrainerError
-from worker.trainer.events import ListSink
+from worker.trainer.sinks import ListSink
 
 # Two epochs of 5 steps (36 training examples, 4 per batch, 2 batches per step: the 5th step has one batch),
 # dropout on, a warm-up then cosine schedule and evaluations: everything a resume has to restore.

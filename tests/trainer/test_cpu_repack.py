@@ -12,7 +12,7 @@ from bitsandbytes.functional import has_avx512bf16
 
 import worker.trainer.model as model_factories
 from worker.trainer.data import PaddingCollator, build_datasets
-from worker.trainer.events import ListSink
+from worker.trainer.sinks import ListSink
 
 
 def _loss_curve(spec, with_eval_passes: bool, steps: int = 12) -> list[float]:

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from worker.trainer.data import IGNORE_INDEX, PaddingCollator, encode_dataset, encode_record, split
 from worker.trainer.errors import TrainerError
-from worker.trainer.events import ListSink
+from worker.trainer.sinks import ListSink
 
 CHAT = [
     {"role": "system", "content": "You are terse."},

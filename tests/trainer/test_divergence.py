@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import worker.trainer.loop as loop
+from worker.planning.spec import RunSpec
 from worker.trainer.errors import TrainerError
-from worker.trainer.events import ListSink
 from worker.trainer.guard import DivergenceGuard
-from worker.trainer.spec import RunSpec
+from worker.trainer.sinks import ListSink
 
 
 @pytest.mark.parametrize(("logs", "tripped"), [

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.trainer.device_profiles import GPU_PROFILES, cpu_profile, worker_profile
-from worker.trainer.estimate import ModelShape, estimate, lora_params
-from worker.trainer.presets import presets
-from worker.trainer.spec import RunSpec
+from worker.planning.device_profiles import GPU_PROFILES, cpu_profile, worker_profile
+from worker.planning.estimate import ModelShape, estimate, lora_params
+from worker.planning.presets import presets
+from worker.planning.spec import RunSpec
 
 LLAMA3_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
              "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,

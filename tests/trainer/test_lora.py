@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import worker.trainer.loop as loop
-from worker.trainer.events import ListSink
+from worker.trainer.sinks import ListSink
 
 
 def _capture_model(monkeypatch) -> dict:

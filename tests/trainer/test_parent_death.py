@@ -12,15 +12,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A stand-in launcher: spawns the trainer in its own session as worker/launcher.py does, prints its pid, waits.
+# A stand-in worker: spawns the trainer with the job runner's own process code, prints its pid, echoes its reports.
 LAUNCHER = """
-import os, subprocess, sys
-argv = [sys.executable, "-m", "worker.trainer", sys.argv[1], "--out", sys.argv[2]]
-env = {**os.environ, "LORASTUDIO_TRAINER_PARENT": str(os.getpid())}
-trainer = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-print(trainer.pid, flush=True)
-for line in trainer.stdout:
-    print(line.decode().strip(), flush=True)
+import os, sys
+from worker.jobs.child import ChildProcess, child_env, module_argv
+argv = module_argv("worker.trainer", sys.argv[1], "--out", sys.argv[2])
+trainer = ChildProcess(argv, child_env(os.environ, "system", parent_pid=os.getpid())).start()
+print(trainer.proc.pid, flush=True)
+for report in trainer.reports():
+    print(report.to_json(), flush=True)
 """
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import RunSpec
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "worker" / "trainer" / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "worker" / "planning" / "recipes").glob("*.yaml"))
 
 
 def test_the_three_presets_exist() -> None:

@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM
 import worker.trainer.loop as loop
 import worker.trainer.loss as loss_module
 from worker.trainer.data import IGNORE_INDEX, PaddingCollator
-from worker.trainer.events import ListSink
 from worker.trainer.loss import causal_lm_loss, labelled_logits_loss, linear_cross_entropy
 from worker.trainer.model import supports_bf16
 from worker.trainer.packing import PackingCollator
+from worker.trainer.sinks import ListSink
 
 
 def _batch() -> list[dict[str, list[int]]]:
@@ -97,7 +97,7 @@ def test_bf16_autocast_where_the_cpu_supports_it(make_spec, tmp_path) -> None:
     ("fpu avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
 ])
 def test_only_native_bf16_cpus_count(flags: str, native: bool) -> None:
-    from worker.trainer.device_profiles import cpu_has_native_bf16
+    from worker.planning.device_profiles import cpu_has_native_bf16
 
     assert cpu_has_native_bf16(f"processor\t: 0\nflags\t\t: {flags}\n") is native
 

@@ -1,4 +1,5 @@
-"""python -m worker.trainer SPEC --out DIR: run one training job; stdout carries only JSON event lines."""
+"""python -m worker.trainer SPEC --out DIR [--inputs JSON]: run one training job; stdout carries only reports
+(worker.planning.reports), one JSON line each."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
+from worker.planning.inputs import TrainingInputs
+from worker.planning.reports import PARENT_PID_ENV, Error, Log
+from worker.planning.spec import RunSpec
 from worker.trainer.errors import TrainerError
-from worker.trainer.events import JsonLinesSink
-from worker.trainer.spec import RunSpec
+from worker.trainer.sinks import JsonLinesSink
 
 
 def claim_stdout() -> TextIO:
     """The real stdout as a private event stream; fd 1 and sys.stdout then point at stderr.
 
     Libraries print (progress bars, warnings, C extensions writing to fd 1); none of it may land
-    between our JSON lines, which the launcher parses one by one.
+    between our JSON lines, which the job runner parses one by one.
     """
     sys.stdout.flush()
     events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -33,23 +36,22 @@ def claim_stdout() -> TextIO:
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PARENT_ENV = "LORASTUDIO_TRAINER_PARENT"
 
 
 def die_with_parent() -> None:
-    """When spawned by a launcher (its pid in $LORASTUDIO_TRAINER_PARENT), be killed as soon as it dies.
+    """When spawned by a job runner (its pid in $LORASTUDIO_TRAINER_PARENT), be killed as soon as it dies.
 
     A worker killed with -9 cannot stop its trainer, which would go on using the device for a run that is
     already being resumed elsewhere. The kernel's parent-death signal (Linux) fires when the thread that
-    spawned this process exits; the launcher spawns and waits from the same thread, so that is its death.
+    spawned this process exits; the runner spawns and waits from the same thread, so that is its death.
     """
-    parent = os.environ.get(PARENT_ENV)
+    parent = os.environ.get(PARENT_PID_ENV)
     if not parent:
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    except (OSError, AttributeError):  # not Linux: the launcher's own kill on cancel still applies
+    except (OSError, AttributeError):  # not Linux: the runner's own kill on cancel still applies
         return
     if os.getppid() != int(parent):  # it died before the request took effect
         os._exit(1)
@@ -80,21 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", type=Path, help="RunSpec as .json or .yaml")
     parser.add_argument("--out", type=Path, required=True, help="output folder (adapter/, checkpoints/)")
     parser.add_argument("--resume", type=Path, help="checkpoint folder of an earlier attempt to continue from")
+    parser.add_argument("--inputs", type=Path,
+                        help="TrainingInputs as JSON (default: the spec's own model and data.path)")
     args = parser.parse_args(argv)
     die_with_parent()
     sink = JsonLinesSink(claim_stdout())
     # The first event, before the heavy imports: queue latency is measured to here (benchmarks/queue_latency.py).
-    sink.event("log", message=f"trainer process started (pid {os.getpid()})", at=round(time.time(), 3))
+    sink.emit(Log(message=f"trainer process started (pid {os.getpid()})", at=round(time.time(), 3)))
     stop = threading.Event()
-    # SIGTERM (the launcher's cancel) and Ctrl-C become a clean stop at the next step boundary.
+    # SIGTERM (the runner's cancel) and Ctrl-C become a clean stop at the next step boundary.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
         from worker.trainer.loop import train  # heavy imports after the stream is safe
 
-        train(load_spec(args.spec), args.out, sink, stop.is_set, resume_from=args.resume)
+        spec = load_spec(args.spec)
+        inputs = TrainingInputs.model_validate_json(args.inputs.read_text()) if args.inputs else None
+        train(spec, args.out, sink, stop.is_set, resume_from=args.resume, inputs=inputs)
     except Exception as exc:
-        sink.event("error", **_error_fields(exc))
+        sink.emit(Error(**_error_fields(exc)))
         return 1
     return 0
 

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from worker.trainer.events import MetricSink
+from worker.planning.reports import Metric, Started
+from worker.trainer.sinks import ReportSink
 
-# Names in the Trainer's logs → names in our metric events.
+# Names in the Trainer's logs → names in our Metric reports.
 _RENAMES = {"loss": "loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm", "eval_loss": "eval_loss",
             "epoch": "epoch"}
 
@@ -25,9 +26,9 @@ def memory_mb() -> float:
 
 
 class MetricsCallback(TrainerCallback):
-    """Emits "started", then one metric event per Trainer log (train or eval), with throughput and memory."""
+    """Reports Started, then one Metric per Trainer log (train or eval), with throughput and memory."""
 
-    def __init__(self, sink: MetricSink, started: dict[str, Any] | None = None) -> None:
+    def __init__(self, sink: ReportSink, started: dict[str, Any] | None = None) -> None:
         self.sink = sink
         self.started_info = started or {}
         self.started = time.monotonic()
@@ -36,7 +37,7 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # Emitted here because only now does the Trainer know the total number of steps.
-        self.sink.event("started", **self.started_info, total_steps=int(state.max_steps))
+        self.sink.emit(Started(**self.started_info, total_steps=int(state.max_steps)))
         self.started = time.monotonic()
         # A resumed run starts with the tokens of its earlier attempts; the rate is of this attempt's.
         self.tokens_at_start = int(state.num_input_tokens_seen)
@@ -52,7 +53,7 @@ class MetricsCallback(TrainerCallback):
                    # Wall clock of the report, so the log-to-browser latency can be measured end to end.
                    "logged_at": round(time.time(), 3)}
         self.last |= values
-        self.sink.log(int(state.global_step), values)
+        self.sink.emit(Metric(step=int(state.global_step), **values))
 
 
 class StopCallback(TrainerCallback):

@@ -11,7 +11,6 @@ order and restores the RNG after that skip); the mixin below only swaps the pick
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -25,13 +24,13 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from worker.planning import manifest
+from worker.planning.manifest import MANIFEST
+from worker.planning.reports import Checkpoint as CheckpointReport
 from worker.trainer import state_codec
 from worker.trainer.errors import TrainerError
-from worker.trainer.events import MetricSink
+from worker.trainer.sinks import ReportSink
 
-MANIFEST = "checkpoint.json"
-FORMAT = 1
-ALLOWED_SUFFIXES = {".safetensors", ".json"}
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINER_STATE = "trainer_state.json"
 KEEP_LOCAL = 2  # on disk; the studio keeps its own copy of the newest in the database
@@ -64,14 +63,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.random.set_rng_state(state["cuda"])
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -89,12 +80,11 @@ def write(root: Path, step: int, fill: Callable[[Path], None], position: dict[st
     try:
         fill(tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        refused = [p.name for p in files if p.suffix not in ALLOWED_SUFFIXES]
-        if refused:
-            raise TrainerError("internal_error", f"A checkpoint may hold only safetensors and JSON, not {refused}.")
-        listing = {p.relative_to(tmp).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size} for p in files}
-        (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "step": step, "position": position,
-                                                "files": listing}, indent=1), encoding="utf-8")
+        try:
+            content = manifest.describe(tmp, step, position)
+        except manifest.ManifestMismatch as exc:
+            raise TrainerError("internal_error", f"Cannot write the checkpoint: {exc}.") from None
+        (tmp / MANIFEST).write_text(json.dumps(content, indent=1), encoding="utf-8")
         for path in [*files, tmp / MANIFEST, tmp]:
             _fsync(path)
         shutil.rmtree(final, ignore_errors=True)  # the same step from an earlier try of this process
@@ -108,24 +98,10 @@ def write(root: Path, step: int, fill: Callable[[Path], None], position: dict[st
 
 def verify(folder: Path) -> dict[str, Any]:
     """The manifest of a whole, plain-data checkpoint folder; a TrainerError for anything else."""
-    def invalid(why: str) -> TrainerError:
-        return TrainerError("checkpoint_invalid", f"The checkpoint {folder} cannot be resumed from: {why}.")
-
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise invalid(f"its {MANIFEST} is missing or unreadable ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise invalid(f"format {manifest.get('format')} is not {FORMAT}")
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
-    if present != set(manifest["files"]):
-        raise invalid(f"its files {sorted(present)} differ from its list {sorted(manifest['files'])}")
-    for name, entry in manifest["files"].items():
-        if Path(name).suffix not in ALLOWED_SUFFIXES:
-            raise invalid(f"{name} is neither safetensors nor JSON")
-        if _sha256(folder / name) != entry["sha256"]:
-            raise invalid(f"{name} does not match its sha256 (damaged or half-written)")
-    return manifest
+        return manifest.check(folder)
+    except manifest.ManifestMismatch as exc:
+        raise TrainerError("checkpoint_invalid", f"The checkpoint {folder} cannot be resumed from: {exc}.") from None
 
 
 def prune(root: Path, keep: int = KEEP_LOCAL) -> None:
@@ -220,10 +196,10 @@ class SafeCheckpoints:
 class CheckpointEvents(TrainerCallback):
     """Reports each checkpoint written ("checkpoint" event with its step and folder) once it is whole."""
 
-    def __init__(self, sink: MetricSink) -> None:
+    def __init__(self, sink: ReportSink) -> None:
         self.sink = sink
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / folder_name(state.global_step)
         if folder.is_dir():
-            self.sink.event("checkpoint", step=int(state.global_step), path=str(folder))
+            self.sink.emit(CheckpointReport(step=int(state.global_step), path=str(folder)))

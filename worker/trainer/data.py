@@ -1,141 +1,35 @@
-"""Canonical JSONL → token ids with loss masks → train/eval split, and a dynamic-padding collator."""
+"""A run's examples: canonical JSONL tokenised (worker.trainer.examples) → train/eval split, and a dynamic-padding
+collator."""
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from worker.planning.reports import Log
+from worker.planning.spec import RunSpec
 from worker.trainer.errors import TrainerError
-from worker.trainer.events import MetricSink
-from worker.trainer.spec import RunSpec
-
-IGNORE_INDEX = -100  # the label value transformers' loss skips
-KINDS = ("text", "prompt", "messages")  # the key that tells each canonical kind apart
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+from worker.trainer.examples import (  # noqa: F401 - IGNORE_INDEX and encode_record are this module's API too
+    IGNORE_INDEX,
+    Example,
+    encode_record,
+    ensure_chat_template,
+    read_records,
+    trainable_tokens,
+    truncate,
 )
-Example = dict[str, list[int]]
+from worker.trainer.sinks import ReportSink
 
 
-def read_records(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
-    """The records of a canonical JSONL file and their kind ("text", "prompt" or "messages")."""
-    with Path(path).open(encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    if not records:
-        raise TrainerError("empty_dataset", f"The dataset {path} has no examples; upload a file with at least one.")
-    kind = record_kind(records[0])
-    if kind is None:
-        raise TrainerError("bad_dataset", f"Line 1 of {path} has none of the keys text, prompt, messages.")
-    return kind, records
-
-
-def ensure_chat_template(tokenizer: Any) -> None:
-    """Give a tokenizer without a chat template the ChatML one (and its markers as special tokens)."""
-    if getattr(tokenizer, "chat_template", None):
-        return
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.chat_template = CHATML_TEMPLATE
-
-
-def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character span of every assistant turn (content + end of turn)."""
-    full = _render(tokenizer, messages)
-    spans, cursor = [], 0
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        span = _prefix_span(tokenizer, messages, i, full)
-        if span is None:
-            # The template renders earlier turns differently once later ones exist: find the content instead.
-            start = full.find(message["content"], cursor)
-            span = (start, start + len(message["content"])) if start >= 0 else None
-        if span is not None:
-            spans.append(span)
-            cursor = span[1]
-    return full, spans
-
-
-def _prefix_span(tokenizer: Any, messages: list[dict], i: int, full: str) -> tuple[int, int] | None:
-    """Turn i's span from the renderings just before and just after it, when they are prefixes of `full`."""
-    try:
-        before = _render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        upto = _render(tokenizer, messages[: i + 1])
-    except Exception:  # templates may refuse partial conversations; the caller falls back
-        return None
-    if upto.startswith(before) and full.startswith(upto):
-        return len(before), len(upto)
-    return None
-
-
-def _tokenize(tokenizer: Any, text: str, spans: list[tuple[int, int]] | None, special: bool) -> Example:
-    """Token ids of `text`, labelled where a token starts inside one of `spans` (everywhere if None)."""
-    enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    if spans is None:
-        return {"input_ids": ids, "labels": list(ids)}
-    labels = [
-        tok if any(s <= start < e for s, e in spans) and end > start else IGNORE_INDEX
-        for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
-    ]
-    return {"input_ids": ids, "labels": labels}
-
-
-def _with_eos(tokenizer: Any, example: Example) -> Example:
-    """Append EOS (labelled) so the model learns where an answer ends."""
-    eos = tokenizer.eos_token_id
-    if eos is not None and (not example["input_ids"] or example["input_ids"][-1] != eos):
-        example["input_ids"].append(eos)
-        example["labels"].append(eos)
-    return example
-
-
-def encode_record(tokenizer: Any, kind: str, record: dict[str, Any], train_on: str) -> Example:
-    """One canonical record as input_ids and labels (IGNORE_INDEX where no loss is taken)."""
-    everything = train_on == "all"
-    if kind == "text":
-        return _with_eos(tokenizer, _tokenize(tokenizer, record["text"], None, True))
-    if kind == "prompt":
-        prompt, text = record["prompt"], record["prompt"] + record["completion"]
-        spans = None if everything else [(len(prompt), len(text))]
-        return _with_eos(tokenizer, _tokenize(tokenizer, text, spans, True))
-    text, spans = assistant_spans(tokenizer, record["messages"])
-    # The template already writes any BOS it wants; the tokenizer must not add another.
-    return _tokenize(tokenizer, text, None if everything else spans, False)
-
-
-def record_kind(record: dict[str, Any]) -> str | None:
-    """The canonical kind of one record ("text", "prompt" or "messages"), or None."""
-    return next((k for k in KINDS if k in record), None)
-
-
-def truncate(example: Example, limit: int) -> Example:
-    """The example cut to its first `limit` tokens, as the trainer sees it."""
-    return {k: v[:limit] for k, v in example.items()}
-
-
-def trainable_tokens(example: Example) -> int:
-    """How many tokens the loss is taken on."""
-    # The first label never counts: the model predicts token t+1 from tokens up to t.
-    return sum(label != IGNORE_INDEX for label in example["labels"][1:])
-
-
-def encode_dataset(spec: RunSpec, tokenizer: Any, sink: MetricSink) -> list[Example]:
-    """Every record of spec.data.path tokenised, truncated, and kept only if it has trainable tokens."""
-    kind, records = read_records(spec.data.path or "")
+def encode_dataset(spec: RunSpec, tokenizer: Any, sink: ReportSink, data_path: str | None = None) -> list[Example]:
+    """Every record of the canonical JSONL at data_path (default spec.data.path) tokenised, truncated, and kept only
+    if it has trainable tokens."""
+    kind, records = read_records(data_path or spec.data.path or "")
     if kind == "messages":
         ensure_chat_template(tokenizer)
-    sink.event("log", message=f"tokenising {len(records)} {kind} examples")
+    sink.emit(Log(message=f"tokenising {len(records)} {kind} examples"))
     limit = spec.data.max_seq_length
     examples = []
     for record in records:
@@ -149,7 +43,7 @@ def encode_dataset(spec: RunSpec, tokenizer: Any, sink: MetricSink) -> list[Exam
             "data.max_seq_length or check that the examples have completions / assistant turns.",
         )
     if dropped := len(examples) - len(kept):
-        sink.event("log", message=f"dropped {dropped} examples with no trainable tokens after truncation")
+        sink.emit(Log(message=f"dropped {dropped} examples with no trainable tokens after truncation"))
     return kept
 
 
@@ -163,9 +57,10 @@ def split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Exa
     return [examples[i] for i in order[n_eval:]], [examples[i] for i in order[:n_eval]]
 
 
-def build_datasets(spec: RunSpec, tokenizer: Any, sink: MetricSink) -> tuple[list[Example], list[Example]]:
+def build_datasets(spec: RunSpec, tokenizer: Any, sink: ReportSink,
+                   data_path: str | None = None) -> tuple[list[Example], list[Example]]:
     """The tokenised (train, eval) examples for a run."""
-    return split(encode_dataset(spec, tokenizer, sink), spec.data.eval_fraction, spec.training.seed)
+    return split(encode_dataset(spec, tokenizer, sink, data_path), spec.data.eval_fraction, spec.training.seed)
 
 
 class PaddingCollator:

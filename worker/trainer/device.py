@@ -13,7 +13,7 @@ def describe() -> dict:
     """Kind, name, memory, bf16 support (and on the CPU the heap allocator) of the device a trainer here would use."""
     import torch
 
-    from worker.trainer.allocator import active_allocator
+    from worker.planning.allocator import active_allocator
     from worker.trainer.model import supports_bf16
 
     if torch.cuda.is_available():

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from worker.trainer.data import (
+from worker.trainer.examples import (
     IGNORE_INDEX,
     encode_record,
     ensure_chat_template,

@@ -1,4 +1,4 @@
-"""train(spec, out_dir, sink, should_stop): one run with transformers.Trainer, reporting through a MetricSink."""
+"""train(spec, out_dir, sink, should_stop): one run with transformers.Trainer, reporting through a ReportSink."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.trainer.allocator import INSTALL_HINT, active_allocator
+from worker.planning.allocator import INSTALL_HINT, active_allocator
+from worker.planning.inputs import TrainingInputs
+from worker.planning.reports import FinalNumbers, Finished, Log
+from worker.planning.spec import RunSpec
 from worker.trainer.artifacts import library_versions, save_adapter
 from worker.trainer.callbacks import MetricsCallback, StopCallback
 from worker.trainer.checkpoint import CheckpointEvents, SafeCheckpoints
 from worker.trainer.data import PaddingCollator, build_datasets
 from worker.trainer.errors import TrainerError
-from worker.trainer.events import MetricSink
 from worker.trainer.guard import DivergenceGuard
 from worker.trainer.loss import LabelledLossTrainer
 from worker.trainer.model import load_model, load_tokenizer, optimizer_name, pick_device, supports_bf16
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
-from worker.trainer.spec import RunSpec
+from worker.trainer.sinks import ReportSink
 
 
 class StudioTrainer(SafeCheckpoints, LabelledLossTrainer):
@@ -88,34 +90,36 @@ def _last_eval_step(trainer: Any) -> int | None:
     return steps[-1] if steps else None
 
 
-def _final(trainer: Any, metrics: MetricsCallback) -> dict[str, Any]:
+def _final(trainer: Any, metrics: MetricsCallback) -> FinalNumbers:
     """The last logged train and eval losses, steps and tokens."""
-    return {"train_loss": metrics.last.get("loss"), "eval_loss": metrics.last.get("eval_loss"),
-            "steps": int(trainer.state.global_step), "tokens_seen": int(trainer.state.num_input_tokens_seen)}
+    return FinalNumbers(train_loss=metrics.last.get("loss"), eval_loss=metrics.last.get("eval_loss"),
+                        steps=int(trainer.state.global_step), tokens_seen=int(trainer.state.num_input_tokens_seen))
 
 
-def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[[], bool] = lambda: False,
-          resume_from: Path | None = None) -> RunResult:
+def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[[], bool] = lambda: False,
+          resume_from: Path | None = None, inputs: TrainingInputs | None = None) -> RunResult:
     """Fine-tune spec.model with LoRA/QLoRA on spec.data, save the adapter into out_dir/adapter, and report.
 
     resume_from: a checkpoint folder of an earlier attempt at this spec; training continues from it exactly.
+    inputs: where this machine finds the spec's model and data (default: the spec's own, already local).
     """
+    inputs = inputs or TrainingInputs.from_spec(spec)
     from transformers import PrinterCallback, set_seed
 
     out_dir, device = Path(out_dir), pick_device()
     set_seed(spec.training.seed)
     optimizer_name(spec, device)  # fail on a device/optimizer mismatch before loading anything
-    sink.event("log", message=f"loading tokenizer of {spec.model.base_model}")
-    tokenizer = load_tokenizer(spec)
-    train_set, eval_set = build_datasets(spec, tokenizer, sink)
-    sink.event("log", message=f"loading model ({spec.method}) on {device}")
-    model = load_model(spec, device, vocab_size=len(tokenizer))
+    sink.emit(Log(message=f"loading tokenizer of {inputs.model_ref}"))
+    tokenizer = load_tokenizer(spec, inputs)
+    train_set, eval_set = build_datasets(spec, tokenizer, sink, inputs.data_path)
+    sink.emit(Log(message=f"loading model ({spec.method}) on {device}"))
+    model = load_model(spec, device, vocab_size=len(tokenizer), inputs=inputs)
     trainable, total = parameter_counts(model)
     break_even = attention_break_even(total, model.config.num_hidden_layers, model.config.hidden_size)
     allocator = active_allocator()
     if device == "cpu" and allocator == "system":
-        sink.event("log", message="heap allocator: the system malloc; with tcmalloc CPU training ran 10-25 % faster "
-                   f"in ~25 % less memory ({INSTALL_HINT})")
+        sink.emit(Log(message="heap allocator: the system malloc; with tcmalloc CPU training ran 10-25 % faster "
+                      f"in ~25 % less memory ({INSTALL_HINT})"))
     metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(), "allocator": allocator,
                                              "trainable_params": trainable, "total_params": total})
     stop = StopCallback(should_stop)
@@ -133,7 +137,7 @@ def train(spec: RunSpec, out_dir: Path, sink: MetricSink, should_stop: Callable[
     if eval_set and not stop.stopped and _last_eval_step(trainer) != trainer.state.global_step:
         trainer.evaluate()  # the final eval loss belongs to the final weights
     final = _final(trainer, metrics)
-    adapter_dir = save_adapter(model, tokenizer, spec, out_dir, final)
+    adapter_dir = save_adapter(model, tokenizer, spec, inputs, out_dir, final)
     status = "cancelled" if stop.stopped else "succeeded"
-    sink.event("finished", status=status, final=final)
-    return RunResult(status=status, adapter_dir=adapter_dir, **final)
+    sink.emit(Finished(status=status, final=final))
+    return RunResult(status=status, adapter_dir=adapter_dir, **final.model_dump())

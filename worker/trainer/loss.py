@@ -15,8 +15,8 @@ import torch
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutput
 
+from worker.planning.kernels import LOSS_CHUNK_ELEMENTS
 from worker.trainer.data import IGNORE_INDEX
-from worker.trainer.estimate import LOSS_CHUNK_ELEMENTS
 
 CHUNK_ELEMENTS = LOSS_CHUNK_ELEMENTS  # logits per chunk, whatever the vocabulary (the estimate counts the same)
 

@@ -7,13 +7,14 @@ from typing import Any
 
 import torch
 
-from worker.trainer.device_profiles import cpu_has_native_bf16
+from worker.planning.device_profiles import cpu_has_native_bf16
+from worker.planning.inputs import TrainingInputs
+from worker.planning.spec import CUDA_ONLY_OPTIMIZERS, RunSpec
 from worker.trainer.dropout import use_lean_dropout
 from worker.trainer.errors import TrainerError
-from worker.trainer.spec import RunSpec
+from worker.trainer.tokenizers import load_tokenizer, load_tokenizer_from, source_kwargs  # noqa: F401 - also this module's API
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-_CUDA_ONLY_OPTIMIZERS = {"paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit"}
 
 
 def pick_device() -> str:
@@ -64,46 +65,13 @@ def optimizer_name(spec: RunSpec, device: str) -> str:
     choice = spec.training.optimizer
     if choice == "auto":
         return "paged_adamw_8bit" if spec.method == "qlora" and device == "cuda" else "adamw_torch"
-    if choice in _CUDA_ONLY_OPTIMIZERS and device != "cuda":
+    if choice in CUDA_ONLY_OPTIMIZERS and device != "cuda":
         raise TrainerError(
             "unsupported_on_device",
             f"The optimizer {choice!r} needs a CUDA GPU but this run is on the {device}; "
             "pick training.optimizer 'adamw_torch' (or 'auto').",
         )
     return choice
-
-
-def _source(spec: RunSpec) -> dict[str, Any]:
-    """from_pretrained keyword arguments naming where the weights come from."""
-    model = spec.model
-    kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
-    if model.revision:
-        kwargs["revision"] = model.revision
-    if model.gguf_file:
-        kwargs["gguf_file"] = model.gguf_file
-    return kwargs
-
-
-def load_tokenizer(spec: RunSpec) -> Any:
-    """The base model's tokenizer, with a pad token (EOS when it has none)."""
-    return _tokenizer(spec.model.base_model, _source(spec))
-
-
-def load_tokenizer_from(ref: str, gguf_file: str | None = None) -> Any:
-    """A registered model's tokenizer without a RunSpec (the dataset doctor), loaded as a run would."""
-    kwargs: dict[str, Any] = {"trust_remote_code": False}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    return _tokenizer(ref, kwargs)
-
-
-def _tokenizer(ref: str, kwargs: dict[str, Any]) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def disable_cpu_weight_repacking(model: torch.nn.Module) -> int:
@@ -167,15 +135,15 @@ def autocast_norm_outputs(model: torch.nn.Module) -> int:
     return len(norms)
 
 
-def _base_model(spec: RunSpec, device: str) -> Any:
+def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
     """The frozen base: 4-bit for QLoRA, else full precision (bfloat16 on capable GPUs)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = _source(spec)
-    if not spec.model.gguf_file:
+    kwargs = source_kwargs(spec, inputs)
+    if not inputs.gguf_file:
         # Never unpickle weights: .bin/.pt files can run code when loaded. (GGUF holds no pickles.)
         kwargs["use_safetensors"] = True
-        _require_safetensors(spec.model.base_model)
+        _require_safetensors(inputs.model_ref)
     if spec.method == "qlora":
         kwargs["quantization_config"] = quantization_config(spec, device)
         if device != "cpu":
@@ -184,7 +152,7 @@ def _base_model(spec: RunSpec, device: str) -> Any:
             kwargs["device_map"] = {"": device}
     else:
         kwargs["dtype"] = torch.bfloat16 if device == "cuda" and supports_bf16(device) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec.model.base_model, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(inputs.model_ref, **kwargs)
     if spec.method == "qlora":
         return model
     if device == "cpu" and supports_bf16(device):
@@ -218,11 +186,11 @@ def release_checkpoint_pages(model: torch.nn.Module) -> None:
             tensor.data = tensor.data.clone()
 
 
-def load_model(spec: RunSpec, device: str, vocab_size: int | None = None) -> Any:
+def load_model(spec: RunSpec, device: str, vocab_size: int | None = None, inputs: TrainingInputs | None = None) -> Any:
     """The base model wrapped with fresh LoRA adapters (kept in fp32), ready for training on `device`."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model = _base_model(spec, device)
+    model = _base_model(spec, device, inputs or TrainingInputs.from_spec(spec))
     if vocab_size and vocab_size > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(vocab_size)  # e.g. ChatML markers added to a template-less tokenizer
     if spec.method == "qlora":

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from app.core.access import can_see
 from app.core.models import Dataset, DatasetAnalysis, User
 from app.core.repositories import catalog
-from worker.trainer.device_profiles import DeviceProfile, device_profiles, worker_profile
-from worker.trainer.estimate import Estimate, ModelShape, estimate, unavailable
-from worker.trainer.spec import RunSpec
+from worker.planning.device_profiles import DeviceProfile, device_profiles, worker_profile
+from worker.planning.estimate import Estimate, ModelShape, estimate, unavailable
+from worker.planning.spec import RunSpec
 
 CHARS_PER_TOKEN = 4  # English text in BPE vocabularies; the doctor's exact counts replace it when present
 

@@ -7,9 +7,7 @@ from typing import Any
 from app.core import model_config
 from app.core.errors import StudioError
 from app.core.models import BaseModelEntry
-from worker.trainer.spec import RunSpec
-
-CUDA_ONLY_OPTIMIZERS = ("paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit")
+from worker.planning.spec import CUDA_ONLY_OPTIMIZERS, RunSpec
 
 
 def check_fits_model(spec: RunSpec, model: BaseModelEntry) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import yaml
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
-# What a preset must not overwrite in the designer: the user's own choice of data and model, and the placeholder.
-KEEP = {("model", "base_model"), ("data", "path"), ("data", "dataset_id")}
+# What a preset must not overwrite in the designer: the run's name and the user's own choice of model and data
+# (a recipe names them only as placeholders). Dotted spec paths, as the designer's form names its fields.
+KEEP = ("name", "model.base_model", "model.gguf_file", "data.path", "data.dataset_id")
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class Preset:
         out: dict[str, Any] = {}
         for key, value in self.spec.items():
             if isinstance(value, dict):
-                out[key] = {k: v for k, v in value.items() if (key, k) not in KEEP}
-            elif key != "name":
+                out[key] = {k: v for k, v in value.items() if f"{key}.{k}" not in KEEP}
+            elif key not in KEEP:
                 out[key] = value
         return out
 

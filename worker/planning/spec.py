@@ -14,6 +14,8 @@ TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "v_proj"],
     "all-linear": "all-linear",
 }
+# Bounds of data.max_seq_length: the doctor's length check and the dataset page use the same.
+MIN_SEQ_LENGTH, MAX_SEQ_LENGTH, DEFAULT_SEQ_LENGTH = 8, 131072, 1024
 
 
 class _Section(BaseModel):
@@ -48,7 +50,8 @@ class DataSpec(_Section):
         "from a file of any supported format).",
     )
     max_seq_length: int = Field(
-        1024, ge=8, le=131072, description="Longest tokenised example; longer ones are truncated."
+        DEFAULT_SEQ_LENGTH, ge=MIN_SEQ_LENGTH, le=MAX_SEQ_LENGTH,
+        description="Longest tokenised example; longer ones are truncated.",
     )
     eval_fraction: float = Field(
         0.0, ge=0.0, lt=0.5, description="Share of examples held out for evaluation (0 disables evaluation)."
@@ -110,6 +113,8 @@ class QuantizationSpec(_Section):
 
 
 Optimizer = Literal["auto", "adamw_torch", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit"]
+# bitsandbytes' paged and 8-bit optimizers run on CUDA only: the trainer and the studio's checks both refuse them.
+CUDA_ONLY_OPTIMIZERS = frozenset({"paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit"})
 
 
 class TrainingSpec(_Section):

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from worker.trainer.allocator import find_allocator
+from worker.planning.allocator import find_allocator
 
 GPU_MFU, DEFAULT_GPU_TFLOPS = 0.30, 60.0
 GPU_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L40": 181, "A10G": 125, "A10": 125,
@@ -23,7 +23,7 @@ class DeviceProfile:
     memory_gb: float
     bf16: bool = True
     count: int = 1
-    allocator: str = "system"  # the heap allocator of its trainer processes (worker.trainer.allocator)
+    allocator: str = "system"  # the heap allocator of its trainer processes (worker.planning.allocator)
 
     @property
     def flops(self) -> float:

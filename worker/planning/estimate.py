@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from worker.trainer.device_profiles import DeviceProfile
-from worker.trainer.spec import RunSpec
+from worker.planning.device_profiles import DeviceProfile
+from worker.planning.kernels import LOSS_CHUNK_ELEMENTS
+from worker.planning.spec import RunSpec
 
 GB = 2**30  # GiB, as workers report device memory
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -24,10 +25,7 @@ ACT_BYTES = {("lora", True): (30.5, 10.2, 3.0), ("qlora", True): (27.8, 9.0, 3.0
 LORA_STATE_BYTES = 16  # fp32 weight + grad + two AdamW moments
 # The loss builds logits a chunk at a time (worker/trainer/loss.py): one chunk's fp32 logits and their bf16
 # gradient at most, the head's weight in the compute dtype, and the hidden states' gradient.
-# Logits per chunk: defined here, beside the estimate the web imports, and used by loss.py (which imports torch).
-# 32 MiB in fp32, about what a CPU's last-level cache holds. In benchmarks/loss_speed.py (SmolLM2 head, 2-core
-# EPYC) 2**23 ran 1.65x faster than 2**25, and 2**22 no faster.
-LOSS_CHUNK_ELEMENTS, LOSS_CHUNK_COPIES = 2**23, 1.5
+LOSS_CHUNK_COPIES = 1.5
 NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes plus one fp32 absmax per 64-weight block (less with double quant)
 # Runtime floor: on the CPU the RSS of torch + transformers + the Trainer stack (measured 0.45-0.5 GiB);
 # on a GPU the CUDA context and cuBLAS workspaces.

@@ -6,7 +6,8 @@ and merged across the many sizes of forward and backward, so the process's resid
 the live tensors; tcmalloc reuses them by size class and gave the peak of the live tensors, with fewer page
 faults. On the demo model (benchmarks/training_throughput.py, C against C-libc): 22-31 % less peak memory
 and 10-25 % more tokens/s. An allocator can only be chosen before the process starts, hence LD_PRELOAD in the
-environment the trainer is spawned with (worker/launcher.py, app/local_train.py, the device probe).
+environment the trainer is spawned with (worker/jobs/child.py: the job runner, `lorastudio train`, the device
+probe).
 """
 
 from __future__ import annotations
