@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,6 +90,23 @@ def iter_blob(session: Session, blob_id: int) -> Iterator[bytes]:
     seqs = session.scalars(select(BlobChunk.seq).where(BlobChunk.blob_id == blob_id).order_by(BlobChunk.seq)).all()
     for seq in seqs:
         yield session.scalar(select(BlobChunk.data).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
+
+
+def read_range(session: Session, blob_id: int, start: int, length: int) -> bytes:
+    """Bytes [start, start + length) of a blob, cut short at its end; only the chunks and bytes in range are read."""
+    if start < 0 or length < 0:
+        raise ValueError(f"bad range: start {start}, length {length}")
+    end, parts = start + length, []
+    # put_stream rechunks to CHUNK_SIZE, so chunk k holds bytes [k * CHUNK_SIZE, (k + 1) * CHUNK_SIZE).
+    for seq in range(start // CHUNK_SIZE, -(-end // CHUNK_SIZE)):
+        low, high = max(start - seq * CHUNK_SIZE, 0), min(end - seq * CHUNK_SIZE, CHUNK_SIZE)
+        # substr counts from 1 and works on SQLite BLOBs and PostgreSQL bytea alike: the database slices.
+        piece = func.substr(BlobChunk.data, low + 1, high - low, type_=BlobChunk.data.type)
+        data = session.scalar(select(piece).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
+        if not data:  # past the last chunk, or the end of a short last chunk
+            break
+        parts.append(data)
+    return b"".join(parts)
 
 
 def export_to_file(session: Session, blob_id: int, path: Path) -> Path:

@@ -18,9 +18,9 @@ from app.deps import CurrentUser, DatasetDep, OptionalRowIdQuery, RowId, Session
 from app.pages.forms import FormDep
 from app.pages.templating import render
 from app.uploads import spooled_upload
+from worker.planning.spec import DEFAULT_SEQ_LENGTH
 
 router = APIRouter()
-DEFAULT_MAX_LENGTH = 1024  # a run's default data.max_seq_length
 
 
 def _list(request: Request, session: Session, user: User, error: StudioError | None = None,
@@ -80,7 +80,7 @@ def _detail(request: Request, session: Session, dataset: Dataset, page: int, cho
     context = {"nav": "datasets", "dataset": dataset, "models": catalog.list_models(session), "error": error,
                "rows": analysis_service.rows_page(session, dataset, page), **_analysis_context(session, chosen)}
     context["values"] = form or {"base_model": context["model_name"] or "",
-                                 "max_seq_length": str(chosen.max_seq_length if chosen else DEFAULT_MAX_LENGTH)}
+                                 "max_seq_length": str(chosen.max_seq_length if chosen else DEFAULT_SEQ_LENGTH)}
     return render(request, "datasets/detail.html", context, status_code=STATUS[error.kind] if error else 200)
 
 

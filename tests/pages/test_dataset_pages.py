@@ -12,6 +12,7 @@ import pytest
 from app.core import blobs
 from app.core.db import session_scope, utcnow
 from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
+from tests.support.blob_reads import count_range_reads
 from worker.trainer.doctor import analyze
 from worker.trainer.model import load_tokenizer_from
 
@@ -145,3 +146,35 @@ def test_analysis_of_another_dataset_is_404(client, resources, tmp_path: Path, d
     analysis_id = add_analysis(resources, other, model.id, "queued")
     assert client.get(f"/datasets/{dataset_id}/analysis/{analysis_id}").status_code == 404
     assert client.get(f"/datasets/{dataset_id}?analysis={analysis_id}").status_code == 404
+
+
+def test_a_page_of_a_large_upload_is_read_by_range(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}? " + "ä" * (i % 300)},
+                          {"role": "assistant", "content": f"Answer {i}. " + "z" * 1500}]} for i in range(3000)]
+    body = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    assert len(body) > 4 * blobs.CHUNK_SIZE
+    created = client.post("/api/datasets", files={"file": ("big.jsonl", body)})
+    assert created.status_code == 201, created.text
+    dataset_id, read = created.json()["id"], count_range_reads(monkeypatch)
+    for page in (1, 75, 150):
+        read.clear()
+        text = client.get(f"/datasets/{dataset_id}?page={page}").text
+        first = (page - 1) * 20 + 1
+        assert re.findall(r'data-row="(\d+)"', text) == [str(n) for n in range(first, first + 20)]
+        assert f"Question {first - 1}? " in text and f"Question {first + 18}? " in text
+        assert sum(read) < 64 * 1024, (page, read)
+
+
+def test_doctor_reads_the_canonical_blob_filling_it_in_for_an_older_dataset(resources, dataset_id: int,
+                                                                             model: BaseModelEntry) -> None:
+    from worker.jobs.analysis import analyze_dataset
+
+    analysis_id = add_analysis(resources, dataset_id, model.id, "running")
+    # The dataset was stored without canonical rows (see store); the job's child computes the doctor's result.
+    assert analyze_dataset(resources, analysis_id) == "succeeded"
+    expected = analyze(CHAT, load_tokenizer_from(model.ref), max_seq_length=16)
+    with session_scope(resources.session_factory) as session:
+        result = session.get(DatasetAnalysis, analysis_id).result
+    assert result == json.loads(json.dumps({**expected, "format": "messages", "model": model.ref}))
+    with session_scope(resources.session_factory) as session:
+        assert session.get(Dataset, dataset_id).canonical_blob_id is not None

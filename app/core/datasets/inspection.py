@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from app.core.datasets.canonical import as_object, canonical_row
+from app.core.datasets.canonical_file import CanonicalWriter, encode_row
 from app.core.datasets.file_types import FILE_TYPES, FileType, sniff_file_type
 from app.core.datasets.formats import FORMATS, Format, check_same_format, first_format
 from app.core.datasets.limits import DEFAULT_LIMITS, Limits
@@ -38,13 +38,20 @@ class InspectedDataset(BaseModel):
     preview: list[dict[str, Any]]
 
 
-def inspect_dataset(path: Path, filename: str, limits: Limits = DEFAULT_LIMITS) -> InspectedDataset:
+def inspect_dataset(
+    path: Path, filename: str, limits: Limits = DEFAULT_LIMITS, *, canonical_out: CanonicalWriter | None = None
+) -> InspectedDataset:
     """Sniff, detect and validate every row of the file at `path`; `filename` only hints at the type."""
     file_type = sniff_file_type(path, filename)
     rows = _checked_rows(path, file_type, None, limits)
-    _, first, format, _ = next(rows)
+    _, first, format, canonical = next(rows)
+    # The canonical rows are written in this same pass (an upload is read once); after a bad row what was written
+    # is incomplete, and the caller throws it away with the DatasetProblem.
+    write = canonical_out.write if canonical_out is not None else _ignore
+    write(canonical)
     preview, count = [_shorten(first)], 1
-    for _, row, _, _ in rows:
+    for _, row, _, canonical in rows:
+        write(canonical)
         count += 1
         if len(preview) < PREVIEW_ROWS:
             preview.append(_shorten(row))
@@ -69,9 +76,9 @@ def write_canonical_jsonl(
     partial = dest.with_name(dest.name + ".partial")
     count = 0
     try:
-        with partial.open("w", encoding="utf-8") as out:
+        with partial.open("wb") as out:
             for row in iter_canonical(path, file_type, format, limits):
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write(encode_row(row))
                 count += 1
         os.replace(partial, dest)
     finally:
@@ -102,6 +109,10 @@ def _checked_rows(
         yield line, row, format, canonical_row(row, format, line)
     if count == 0:
         raise DatasetProblem("empty_file", "The file has no rows; upload a file with at least one row.")
+
+
+def _ignore(row: dict[str, Any]) -> None:
+    """Where canonical rows go when nobody keeps them."""
 
 
 def _shorten(value: Any) -> Any:

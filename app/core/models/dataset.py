@@ -27,6 +27,11 @@ class Dataset(Base):
     columns: Mapped[list[str]] = mapped_column(JSON, default=list)
     preview: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id"))
+    # The rows in canonical form as JSON Lines, and the offsets of every INDEX_STRIDE-th row in it (little-endian
+    # uint64s, then the total size), so a page of rows is two range reads. NULL only until the start-up backfill
+    # (app.core.schema.upgrade) reaches a dataset stored before they existed.
+    canonical_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id"), default=None)
+    canonical_index_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id"), default=None)
     # Who uploaded it; only they (and admins) see it. NULL: made before accounts existed, admins only.
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True,
                                                  default=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from app.core.models import Artifact, Blob, Dataset
@@ -48,6 +48,7 @@ def delete_unreferenced_blobs(session: Session, blob_ids: Sequence[int]) -> int:
     """Delete those of these blobs no artifact or dataset uses (content addressing lets files share a blob)."""
     if not blob_ids:
         return 0
-    unused = (Blob.id.in_(blob_ids), ~exists().where(Artifact.blob_id == Blob.id),
-              ~exists().where(Dataset.blob_id == Blob.id))
+    used_by_a_dataset = or_(Dataset.blob_id == Blob.id, Dataset.canonical_blob_id == Blob.id,
+                            Dataset.canonical_index_blob_id == Blob.id)
+    unused = (Blob.id.in_(blob_ids), ~exists().where(Artifact.blob_id == Blob.id), ~exists().where(used_by_a_dataset))
     return session.execute(delete(Blob).where(*unused)).rowcount  # chunks go with them (ON DELETE CASCADE)

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import tempfile
 from dataclasses import dataclass
-from itertools import islice
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.core import blobs, jobs
-from app.core.datasets import iter_canonical
+from app.core import jobs
 from app.core.db import utcnow
 from app.core.errors import StudioError, not_found
 from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
 from app.core.repositories import analyses as analyses_repo
 from app.core.repositories import catalog
+from app.core.services import datasets as dataset_service
+from worker.planning.spec import MAX_SEQ_LENGTH, MIN_SEQ_LENGTH
 
 ANALYZE_TASK = "datasets.analyze"
-MIN_LENGTH, MAX_LENGTH = 8, 131072  # the bounds of a run's data.max_seq_length
 PAGE_ROWS = 20
 
 
@@ -91,19 +87,15 @@ def fail_analysis(session: Session, analysis_id: int, error: str) -> None:
 
 
 def _check_length(max_seq_length: int) -> None:
-    if not MIN_LENGTH <= max_seq_length <= MAX_LENGTH:
+    if not MIN_SEQ_LENGTH <= max_seq_length <= MAX_SEQ_LENGTH:
         raise StudioError("invalid", "invalid_max_seq_length", f"The max sequence length must be between "
-                          f"{MIN_LENGTH} and {MAX_LENGTH:,} tokens.", field="max_seq_length")
+                          f"{MIN_SEQ_LENGTH} and {MAX_SEQ_LENGTH:,} tokens.", field="max_seq_length")
 
 
 def rows_page(session: Session, dataset: Dataset, page: int, size: int = PAGE_ROWS) -> RowsPage:
-    """A page of canonical rows streamed from the stored blob; neither the file nor the rows are held whole."""
+    """A page of canonical rows, read from the stored canonical blob by range: O(page) bytes, whatever the file."""
     pages = max(1, math.ceil(dataset.row_count / size))
     page = min(max(page, 1), pages)
     start = (page - 1) * size
-    # The readers need a path (Parquet seeks), so the blob goes to a scratch file chunk by chunk.
-    with tempfile.TemporaryDirectory(prefix="lorastudio-preview-") as scratch:
-        raw = blobs.export_to_file(session, dataset.blob_id, Path(scratch) / f"raw.{dataset.file_type}")
-        with contextlib.closing(iter_canonical(raw, dataset.file_type, dataset.format)) as rows:
-            numbered = list(enumerate(islice(rows, start, start + size), start=start + 1))
-    return RowsPage(numbered, page, pages)
+    rows = dataset_service.canonical_rows(session, dataset, start, size)
+    return RowsPage(list(enumerate(rows, start=start + 1)), page, pages)

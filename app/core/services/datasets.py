@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.core import blobs
 from app.core.access import can_see, owner_id
-from app.core.datasets import DatasetProblem, inspect_dataset
+from app.core.datasets import CanonicalWriter, DatasetProblem, InspectedDataset, inspect_dataset
+from app.core.datasets.canonical_file import index_entries, parse_rows, rows_span
 from app.core.errors import StudioError, not_found
-from app.core.models import Dataset, User
+from app.core.models import Blob, Dataset, User
+from app.core.repositories import datasets as datasets_repo
 
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
@@ -18,14 +22,14 @@ MEDIA_TYPES = {
     "csv": "text/csv",
     "parquet": "application/vnd.apache.parquet",
 }
+CANONICAL_MEDIA_TYPE = "application/x-ndjson"
+INDEX_MEDIA_TYPE = "application/octet-stream"
 
 
 def create_dataset(session: Session, path: Path, filename: str, name: str = "", *, user: User | None = None) -> Dataset:
     """Validate the spooled upload at path; store it, owned by user, only if every row is valid."""
-    try:
-        info = inspect_dataset(path, filename)
-    except DatasetProblem as problem:
-        raise StudioError("invalid", problem.code, problem.message, field=problem.field, line=problem.line) from None
+    with tempfile.TemporaryDirectory(prefix="lorastudio-canonical-") as scratch:
+        info, canonical, index = _canonicalise(session, path, filename, Path(scratch))
     blob = blobs.put_file(session, path, MEDIA_TYPES[info.file_type])
     dataset = Dataset(
         name=(name.strip() or Path(filename).name or "dataset")[:200],
@@ -38,6 +42,8 @@ def create_dataset(session: Session, path: Path, filename: str, name: str = "", 
         columns=list(info.columns),
         preview=list(info.preview),
         blob_id=blob.id,
+        canonical_blob_id=canonical.id,
+        canonical_index_blob_id=index.id,
         owner_id=owner_id(user),
     )
     session.add(dataset)
@@ -51,3 +57,52 @@ def get_dataset(session: Session, dataset_id: int, *, user: User | None = None) 
     if dataset is None or not can_see(user, dataset.owner_id):
         raise not_found("dataset", dataset_id)
     return dataset
+
+
+def canonical_rows(session: Session, dataset: Dataset, first: int, count: int) -> list[dict[str, Any]]:
+    """Rows [first, first + count) in canonical form, read as two small ranges: their index entries, then them."""
+    stop = min(first + count, dataset.row_count)
+    if first < 0 or first >= stop:
+        return []
+    rows_id, index_id = canonical_blob_ids(session, dataset)
+    entries = blobs.read_range(session, index_id, *index_entries(first, stop))
+    return parse_rows(blobs.read_range(session, rows_id, *rows_span(entries)), first, stop)
+
+
+def canonical_blob_ids(session: Session, dataset: Dataset) -> tuple[int, int]:
+    """The ids of the dataset's canonical rows and row index, stored first if the dataset predates them."""
+    # Datasets are backfilled at start-up (backfill_canonical); this catches one written since by a process still
+    # running older code, so that readers can rely on the canonical blob.
+    if dataset.canonical_blob_id is None or dataset.canonical_index_blob_id is None:
+        with tempfile.TemporaryDirectory(prefix="lorastudio-canonical-") as scratch:
+            raw = blobs.export_to_file(session, dataset.blob_id, Path(scratch) / f"raw.{dataset.file_type}")
+            _, canonical, index = _canonicalise(session, raw, raw.name, Path(scratch))
+        dataset.canonical_blob_id, dataset.canonical_index_blob_id = canonical.id, index.id
+        session.flush()
+        return canonical.id, index.id
+    return dataset.canonical_blob_id, dataset.canonical_index_blob_id
+
+
+def datasets_to_backfill(session: Session) -> list[int]:
+    """Ids of the datasets stored before canonical blobs existed."""
+    return list(datasets_repo.ids_without_canonical(session))
+
+
+def backfill_canonical(session: Session, dataset_id: int) -> bool:
+    """Give one older dataset its canonical blob and index; False if it has them or another process is at it."""
+    dataset = datasets_repo.lock_without_canonical(session, dataset_id)
+    if dataset is None:
+        return False
+    canonical_blob_ids(session, dataset)
+    return True
+
+
+def _canonicalise(session: Session, path: Path, filename: str, scratch: Path) -> tuple[InspectedDataset, Blob, Blob]:
+    """Validate the file and, in the same pass, write its canonical rows and index to scratch; then store both."""
+    try:
+        with CanonicalWriter(scratch) as out:
+            info = inspect_dataset(path, filename, canonical_out=out)
+    except DatasetProblem as problem:
+        raise StudioError("invalid", problem.code, problem.message, field=problem.field, line=problem.line) from None
+    canonical = blobs.put_file(session, out.rows_path, CANONICAL_MEDIA_TYPE)
+    return info, canonical, blobs.put_file(session, out.index_path, INDEX_MEDIA_TYPE)
