@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.pages.test_pages import dataset_id, designer_form, field_block, parse_controls  # noqa: F401
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import RunSpec
 
 
 @pytest.fixture

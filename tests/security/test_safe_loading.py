@@ -108,9 +108,9 @@ def test_model_with_pickle_weights_is_refused_at_registration(client, tiny_model
 def test_trainer_never_unpickles_base_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
     import worker.trainer.loop as loop
     from tests.support.tiny_model import tiny_chat_dataset
+    from worker.planning.spec import RunSpec
     from worker.trainer.errors import TrainerError
-    from worker.trainer.events import ListSink
-    from worker.trainer.spec import RunSpec
+    from worker.trainer.sinks import ListSink
 
     marker = tmp_path / "pwned"
     folder = _pickle_weights_model(tiny_model_dir, tmp_path / "model", marker)
