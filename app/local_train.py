@@ -1,20 +1,24 @@
-"""`lorastudio train SPEC.yaml`: run the trainer on this machine from a spec file, no server involved."""
+"""`lorastudio train SPEC.yaml`: run the trainer on this machine from a spec file, no server involved.
+
+The trainer is spawned and read through the worker's own process code (worker.jobs.child), so the CLI and the
+studio's workers run it the same way.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from app.core.config import get_settings
 from app.core.datasets import DatasetProblem, inspect_dataset, write_canonical_jsonl
-from worker.trainer.allocator import AllocatorMissing, trainer_env
-from worker.trainer.spec import RunSpec
-
-ROOT = Path(__file__).resolve().parents[1]
+from worker.jobs.child import ChildProcess, child_env, module_argv
+from worker.planning.allocator import AllocatorMissing
+from worker.planning.inputs import Provenance, TrainingInputs
+from worker.planning.manifest import file_sha256
+from worker.planning.reports import Finished
+from worker.planning.spec import RunSpec
 
 
 def train_from_yaml(spec_file: Path, out: Path) -> str:
@@ -28,27 +32,29 @@ def train_from_yaml(spec_file: Path, out: Path) -> str:
     except DatasetProblem as problem:
         where = "".join(f", {k} {v}" for k, v in (("line", problem.line), ("field", problem.field)) if v)
         raise SystemExit(f"{source}: {problem.code}: {problem.message}{where}") from None
+    try:
+        env = child_env(os.environ, get_settings().trainer_allocator)
+    except AllocatorMissing as exc:
+        raise SystemExit(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="lorastudio-train-") as tmp:
         data = Path(tmp) / "data.jsonl"
         write_canonical_jsonl(source, info.file_type, info.format, data)
-        spec.data.path = str(data)
-        spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(spec.model_dump_json())
-        argv = [sys.executable, "-m", "worker.trainer", str(spec_path), "--out", str(out.resolve())]
-        try:
-            env = trainer_env(os.environ, get_settings().trainer_allocator)
-        except AllocatorMissing as exc:
-            raise SystemExit(str(exc)) from None
-        return _stream(argv, env)
+        origin = Provenance(dataset=source.name, dataset_sha256=file_sha256(source), dataset_rows=info.row_count)
+        inputs = TrainingInputs(model_ref=spec.model.base_model, gguf_file=spec.model.gguf_file,
+                                data_path=str(data), provenance=origin)
+        (Path(tmp) / "inputs.json").write_text(inputs.model_dump_json(), encoding="utf-8")
+        (Path(tmp) / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
+        argv = module_argv("worker.trainer", Path(tmp) / "spec.json", "--inputs", Path(tmp) / "inputs.json",
+                           "--out", out.resolve())
+        return _stream(ChildProcess(argv, env).start())
 
 
-def _stream(argv: list[str], env: dict[str, str]) -> str:
-    """Echo the trainer's event lines; return its final status."""
+def _stream(child: ChildProcess) -> str:
+    """Echo the trainer's reports as JSON lines; return its final status."""
     status = "failed"
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT, text=True, env=env) as proc:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            event = json.loads(line)
-            if event.get("type") == "finished":
-                status = event.get("status", status)
-    return status if proc.returncode == 0 else "failed"
+    for report in child.reports():
+        sys.stdout.write(report.to_json() + "\n")
+        sys.stdout.flush()
+        if isinstance(report, Finished):
+            status = report.status
+    return status if child.wait() == 0 else "failed"

@@ -11,7 +11,7 @@ another. For each it reads the run's timeline and reports, from the moment the P
 The goal (issue 5) is spawned ≤ 1 s; model load is reported separately. Each POST waits --idle seconds after
 the previous run ended: a worker process takes one task and is then replaced (worker_max_tasks_per_child=1),
 and a POST in the seconds of that replacement waits for it (measure that case with --idle 0). Timeline times are
-when the worker stored each event, so they include the launcher's read and database write.
+when the worker stored each event, so they include the job runner's read and database write.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main() -> None:
         try:
             with httpx.Client(base_url=url, timeout=60, headers=auth_headers(args.token or admin_token)) as http:
                 body = setup(http, model_dir)
-                one_run(http, body)  # warm-up: the worker's first task imports the launcher, the OS caches torch
+                one_run(http, body)  # warm-up: the worker's first task imports the job runner, the OS caches torch
                 results = []
                 for i in range(args.repeats):
                     time.sleep(args.idle)

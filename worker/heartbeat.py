@@ -15,12 +15,12 @@ INTERVAL_S = 2.0
 
 
 class Heartbeat:
-    """Beats every INTERVAL_S while the launcher works, and brings news back.
+    """Beats every INTERVAL_S while the job runner works, and brings news back.
 
-    On its own thread so that nothing the launcher does (storing a large checkpoint, say) makes a live run
+    On its own thread so that nothing the runner does (storing a large checkpoint, say) makes a live run
     look dead to the janitor. `cancel_requested` mirrors the run's cancel flag; `lost` turns true once the
     run is no longer this attempt's (the janitor gave it to another worker after a long silence, e.g. while
-    the database was unreachable from here): the launcher must then stop its trainer and write nothing more.
+    the database was unreachable from here): the runner must then stop its trainer and write nothing more.
     """
 
     def __init__(self, factory: sessionmaker[Session], run_id: int, attempt: int) -> None:

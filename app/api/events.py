@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from redis import asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
-from app.core import events
+from app.core import live
 from app.core.db import session_scope
 from app.core.models import Run, RunStatus
 from app.core.repositories import runs as runs_repo
@@ -26,7 +26,7 @@ POLL_S = 1.0
 
 def _sse(payload: dict[str, Any], event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {payload['type']}\ndata: {events.encode(payload)}\n\n"
+    return f"{head}event: {payload['type']}\ndata: {live.encode(payload)}\n\n"
 
 
 class RunStream:
@@ -38,8 +38,8 @@ class RunStream:
 
     def _load(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         with session_scope(self.res.session_factory) as session:
-            points = [events.metric_payload(p) for p in runs_repo.metric_points(session, self.run_id, self.after)]
-            return points, events.status_payload(session.get(Run, self.run_id))
+            points = [live.metric_update(p) for p in runs_repo.metric_points(session, self.run_id, self.after)]
+            return points, live.status_update(session.get(Run, self.run_id))
 
     async def catch_up(self) -> AsyncIterator[str]:
         """Everything stored after the resume point, then the run's status."""
@@ -61,7 +61,7 @@ class RunStream:
         client = aioredis.from_url(self.res.settings.redis_url, socket_connect_timeout=2)
         try:
             pubsub = client.pubsub()
-            await pubsub.subscribe(events.run_channel(self.run_id))
+            await pubsub.subscribe(live.run_channel(self.run_id))
         except Exception:
             pubsub = None
         async for chunk in self._relay(request, pubsub):

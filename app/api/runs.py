@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
 
-from app.api.schemas import MetricOut, RunEventOut, RunOut
+from app.api.schemas import MetricOut, RunOut, TimelineEntryOut
 from app.core import workers
 from app.core.models import RunStatus
 from app.core.repositories import runs as runs_repo
 from app.core.services import runs as run_service
 from app.deps import MAX_ROW_ID, CurrentUser, ResourcesDep, RunDep, SessionDep
 from app.downloads import adapter_zip_stream
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import RunSpec
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
@@ -51,10 +51,10 @@ def run_metrics(
     return [MetricOut.model_validate(p) for p in runs_repo.metric_points(session, run.id, after)]
 
 
-@router.get("/{run_id}/timeline", response_model=list[RunEventOut])
-def run_timeline(run: RunDep, session: SessionDep) -> list[RunEventOut]:
+@router.get("/{run_id}/timeline", response_model=list[TimelineEntryOut])
+def run_timeline(run: RunDep, session: SessionDep) -> list[TimelineEntryOut]:
     """What happened to the run, oldest first."""
-    return [RunEventOut.model_validate(e) for e in runs_repo.timeline(session, run.id)]
+    return [TimelineEntryOut.model_validate(e) for e in runs_repo.timeline(session, run.id)]
 
 
 @router.get("/{run_id}/adapter", response_class=StreamingResponse)

@@ -78,7 +78,7 @@ class RunOut(_Out):
     error_advice: str | None
 
 
-class RunEventOut(_Out):
+class TimelineEntryOut(_Out):
     """One entry of a run's timeline."""
 
     kind: str

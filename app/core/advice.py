@@ -1,4 +1,4 @@
-"""What a person can do about each failure code the trainer or the launcher reports."""
+"""What a person can do about each failure code the trainer or the job runner reports."""
 
 from __future__ import annotations
 

@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy import select
 
 from app.core.db import utcnow
-from app.core.models import Artifact, Blob, MetricPoint, RunEvent, RunStatus
+from app.core.models import Artifact, Blob, MetricPoint, RunStatus, TimelineEntry
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import runs as runs_repo
 from app.core.services import checkpoints
 from app.core.services.runs import claim_run, record_metrics
 from tests.support.rows import insert_run
+from worker.planning.reports import Metric
 
 
 def _run(session, status: RunStatus = RunStatus.running, attempts: int = 1) -> int:
@@ -52,7 +53,7 @@ def test_newest_checkpoint_replaces_the_previous_and_exports_byte_for_byte(sessi
     folder = checkpoints.export(session, run_id, tmp_path / "export")
     assert folder == tmp_path / "export" / "step-000020"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == {p.name: p.read_bytes() for p in second.iterdir()}
-    events = session.scalars(select(RunEvent.kind).where(RunEvent.run_id == run_id)).all()
+    events = session.scalars(select(TimelineEntry.kind).where(TimelineEntry.run_id == run_id)).all()
     assert events == ["checkpoint", "checkpoint"]
 
 
@@ -72,7 +73,7 @@ def test_half_written_checkpoint_or_another_attempt_changes_nothing(session, tmp
 
 def test_later_attempt_resumes_from_the_checkpoint_and_replaces_later_points(session, tmp_path: Path) -> None:
     run_id = _run(session)
-    record_metrics(session, run_id, [(seq, {"step": seq, "loss": 1.0 / seq}) for seq in range(1, 31)])
+    record_metrics(session, run_id, [Metric(step=seq, loss=1.0 / seq) for seq in range(1, 31)])
     checkpoints.store(session, run_id, 1, 20, _folder(tmp_path, 20, {"rng.json": b"[1]"}))
     runs_repo.transition(session, run_id, [RunStatus.running], status=RunStatus.queued)  # as the janitor does
     claim = claim_run(session, run_id, worker="w2@host")
@@ -80,7 +81,8 @@ def test_later_attempt_resumes_from_the_checkpoint_and_replaces_later_points(ses
     steps = session.scalars(select(MetricPoint.step).where(MetricPoint.run_id == run_id)).all()
     assert sorted(steps) == list(range(1, 21))
     assert runs_repo.last_seq(session, run_id) == 30  # the replaced points' seqs are not given out again
-    resumed = session.scalars(select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.kind == "resumed")).one()
+    resumed = session.scalars(select(TimelineEntry).where(TimelineEntry.run_id == run_id,
+                                                          TimelineEntry.kind == "resumed")).one()
     assert resumed.message == "Resumed from step 20 on worker w2@host (attempt 2)."
     assert resumed.data["replaced_points"] == 10
     assert claim_run(session, run_id, worker="w1@host") is None  # a redelivered message finds it taken

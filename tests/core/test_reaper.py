@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app.core.db import utcnow
-from app.core.models import Run, RunEvent, RunStatus
+from app.core.models import Run, RunStatus, TimelineEntry
 from app.core.services.recovery import reap_lost_runs
 from tests.support.rows import insert_run
 
@@ -21,7 +21,8 @@ def _running_run(session, heartbeat_age_s: float, attempts: int = 1, cancel: boo
 
 
 def _kinds(session, run_id: int) -> list[str]:
-    return list(session.scalars(select(RunEvent.kind).where(RunEvent.run_id == run_id).order_by(RunEvent.id)))
+    query = select(TimelineEntry.kind).where(TimelineEntry.run_id == run_id).order_by(TimelineEntry.id)
+    return list(session.scalars(query))
 
 
 def test_silent_runs_are_requeued_then_failed_after_max_attempts(session) -> None:
@@ -33,7 +34,8 @@ def test_silent_runs_are_requeued_then_failed_after_max_attempts(session) -> Non
     again = session.get(Run, retried)
     assert again.status == RunStatus.queued and again.heartbeat_at is None and again.attempts == 1
     assert _kinds(session, retried) == ["requeued"]
-    assert "attempt 1 of 3" in session.scalars(select(RunEvent.message).where(RunEvent.run_id == retried)).one()
+    messages = select(TimelineEntry.message).where(TimelineEntry.run_id == retried)
+    assert "attempt 1 of 3" in session.scalars(messages).one()
     failed = session.get(Run, exhausted)
     assert failed.status == RunStatus.failed and failed.error_code == "worker_lost" and failed.error_advice
     assert "3 attempts" in failed.error_message and _kinds(session, exhausted) == ["failed"]

@@ -18,8 +18,8 @@ from transformers import AutoModelForCausalLM
 
 from tests.e2e.conftest import LiveStudio, run_spec
 from tests.support.processes import trainer_pids
-from worker.trainer.allocator import find_allocator
-from worker.trainer.spec import RunSpec
+from worker.planning.allocator import find_allocator
+from worker.planning.spec import RunSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def test_run_trains_streams_and_downloads(
 
 
 def test_redelivered_task_trains_once(live_studio: LiveStudio, studio_objects: dict, settings) -> None:
-    from app.queue import TaskSender
+    from app.core.queue_client import TaskSender
 
     http = live_studio.http
     spec = run_spec(studio_objects["dataset_id"], studio_objects["model"], "lora", 8)

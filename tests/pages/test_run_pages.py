@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from app.core.db import utcnow
-from app.core.models import MetricPoint, Run, RunEvent, RunStatus
+from app.core.models import MetricPoint, Run, RunStatus, TimelineEntry
 from app.pages.run_figures import downsample_minmax, eta_seconds, flatten, sparkline, spec_diff
 
 CHARTS = ("loss-chart", "lr-chart", "grad-norm-chart", "throughput-chart", "memory-chart")
@@ -28,7 +28,7 @@ def _run(resources, ids: dict, n: int = 5, spec: dict | None = None, **fields) -
             session.add(MetricPoint(run_id=run.id, seq=step, step=step,
                                     values={"loss": 2.0 / step, "learning_rate": 1e-4, "tokens_seen": 100 * step}))
         session.add(MetricPoint(run_id=run.id, seq=n + 1, step=n, values={"eval_loss": 1.0}))
-        session.add(RunEvent(run_id=run.id, kind="queued", message="Queued: lora on m.", data={}))
+        session.add(TimelineEntry(run_id=run.id, kind="queued", message="Queued: lora on m.", data={}))
         session.commit()
         return run.id
 

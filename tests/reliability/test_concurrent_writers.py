@@ -21,6 +21,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.resources import Resources
 from app.core.services.runs import record_metrics
+from worker.planning.reports import Metric
 
 run_id, batches, per_batch = (int(a) for a in sys.argv[1:4])
 res = Resources(Settings())
@@ -29,8 +30,8 @@ for _ in range(batches):
     points = []
     for _ in range(per_batch):
         seq += 1
-        points.append((seq, {"type": "metric", "step": seq, "loss": 1.0 / seq}))
-    with session_scope(res.session_factory) as session:  # one transaction per batch, as the launcher does
+        points.append(Metric(step=seq, loss=1.0 / seq))
+    with session_scope(res.session_factory) as session:  # one transaction per batch, as the job runner does
         record_metrics(session, run_id, points)
 print("ok")
 '''

@@ -17,7 +17,8 @@ from app.core.resources import Resources
 from app.core.services import api_tokens, models, runs
 from app.core.services import datasets as dataset_service
 from tests.support.accounts import Account, create_account
-from worker.trainer.spec import RunSpec
+from worker.planning.reports import Metric
+from worker.planning.spec import RunSpec
 
 # Enough of a decoder's config.json for the designer's estimate (no weights are read).
 TINY_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -82,7 +83,7 @@ def _finish(resources: Resources, run_id: int, folder: Path) -> None:
     weights.write_bytes(b"not really weights")
     with session_scope(resources.session_factory) as session:
         assert runs.claim_run(session, run_id, "test-worker")
-        runs.record_metrics(session, run_id, [(1, {"step": 1, "loss": 2.0}), (2, {"step": 2, "loss": 1.5})])
+        runs.record_metrics(session, run_id, [Metric(step=1, loss=2.0), Metric(step=2, loss=1.5)])
         blob = blobs.put_file(session, weights, "application/octet-stream")
         session.add(Artifact(run_id=run_id, kind="adapter", name=weights.name, blob_id=blob.id, size=blob.size))
         runs.finish_run(session, run_id, RunStatus.succeeded, {"steps": 2, "train_loss": 1.5})

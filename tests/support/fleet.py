@@ -17,27 +17,26 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from app.core import jobs, schema
+from app.core import schema
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.models import Run, RunEvent
+from app.core.models import Run, TimelineEntry
 from app.core.repositories import runs as runs_repo
 from app.core.resources import Resources
 from app.core.services import datasets as dataset_service
 from app.core.services import models as model_service
 from app.core.services import runs as run_service
-from app.queue import TaskSender
 from app.stack import ROOT, Stack, worker_argv
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.support.processes import trainer_pids
 from tests.support.studio import CHAT_ROWS, run_spec
-from worker.trainer.spec import RunSpec
+from worker.planning.spec import RunSpec
 
 
 @dataclass
@@ -136,8 +135,7 @@ class Fleet:
 
     def create_run(self, spec: dict[str, Any]) -> int:
         """Queue a run as the API does: stored by the service, sent to this fleet's queue after commit."""
-        sender = TaskSender(self.settings)
-        with sending_to(sender), session_scope(self.resources.session_factory) as session:
+        with session_scope(self.resources.session_factory) as session:  # sends through this fleet's own Redis
             run_id = run_service.create_run(session, RunSpec.model_validate(spec)).id
         self.created.append(run_id)
         return run_id
@@ -155,7 +153,7 @@ class Fleet:
         with session_scope(self.resources.session_factory) as session:
             return session.get(Run, run_id)
 
-    def events(self, run_id: int, kind: str | None = None) -> list[RunEvent]:
+    def events(self, run_id: int, kind: str | None = None) -> list[TimelineEntry]:
         """A run's timeline (of one kind)."""
         with session_scope(self.resources.session_factory) as session:
             return [e for e in runs_repo.timeline(session, run_id) if kind in (None, e.kind)]
@@ -165,17 +163,6 @@ class Fleet:
         wait_for(lambda: self.run(run_id).status in statuses, timeout,
                  lambda: f"run {run_id} still {self.run(run_id).status}:\n{self.logs()}")
         return self.run(run_id)
-
-
-@contextlib.contextmanager
-def sending_to(sender: TaskSender) -> Iterator[None]:
-    """Jobs enqueued inside go through sender (the process-wide sender is put back after)."""
-    saved = jobs._sender, jobs._probe  # noqa: SLF001 - a test swaps the process-wide sender for a moment
-    jobs.configure_sender(sender, probe=sender.available)
-    try:
-        yield
-    finally:
-        jobs.configure_sender(*saved)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, describe: Callable[[], str], every: float = 0.2) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def trainer_pids(work_dir: Path, run_id: int) -> list[int]:
-    """Pids of trainer processes working in this run's folder under work_dir (the launcher names it run-<id>-…).
+    """Pids of trainer processes working in this run's folder under work_dir (the job runner names it run-<id>-…).
 
     The work folder is part of the match: other test sessions on this machine have runs with the same ids.
     """

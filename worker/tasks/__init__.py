@@ -1,1 +1,1 @@
-"""Thin Celery tasks: open a scope, claim by id, hand over to the launcher, record the outcome."""
+"""Thin Celery tasks: open a scope, claim by id, hand over to the job runner (worker/jobs)."""

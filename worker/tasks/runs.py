@@ -9,7 +9,7 @@ from app.core.db import session_scope
 from app.core.resources import resources
 from app.core.services import runs as run_service
 from worker.celery_app import celery_app
-from worker.launcher import Launcher
+from worker.jobs.training import train_run
 
 log = logging.getLogger(__name__)
 
@@ -25,4 +25,4 @@ def execute(self, run_id: int) -> str:  # noqa: ANN001
         log.info("run %s was not queued (claimed elsewhere or cancelled); skipping", run_id)
         return "skipped"
     log.info("run %s: attempt %s on %s (resuming from step %s)", run_id, claim.attempt, worker, claim.resume_step)
-    return Launcher(run_id, resources(), claim).run()
+    return train_run(resources(), claim, run_id)

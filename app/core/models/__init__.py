@@ -6,10 +6,10 @@ from app.core.models.blob import Blob, BlobChunk
 from app.core.models.dataset import Dataset
 from app.core.models.metric import MetricPoint
 from app.core.models.run import Artifact, Run, RunStatus
-from app.core.models.run_event import RunEvent
+from app.core.models.timeline_entry import TimelineEntry
 from app.core.models.user import ApiToken, User, WebSession
 
 __all__ = [
     "ApiToken", "Artifact", "BaseModelEntry", "Blob", "BlobChunk", "Dataset", "DatasetAnalysis", "MetricPoint", "Run",
-    "RunEvent", "RunStatus", "User", "WebSession",
+    "TimelineEntry", "RunStatus", "User", "WebSession",
 ]

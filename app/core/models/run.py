@@ -56,6 +56,9 @@ class Run(Base):
     versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
     current_step: Mapped[int] = mapped_column(Integer, default=0)
+    # The highest metric-point seq given out: the next point gets the next one. Never lowered, so the points a
+    # resumed attempt replaces keep their seqs and a live view that saw them takes the new points as new.
+    metric_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_loss: Mapped[float | None] = mapped_column(default=None)
     trainable_params: Mapped[int | None] = mapped_column(BigInteger, default=None)
     total_params: Mapped[int | None] = mapped_column(BigInteger, default=None)

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from app.core.access import visible
 from app.core.db import utcnow
-from app.core.models import Artifact, MetricPoint, Run, RunEvent, RunStatus, User
+from app.core.models import Artifact, MetricPoint, Run, RunStatus, TimelineEntry, User
 
 
 def get(session: Session, run_id: int) -> Run | None:
@@ -64,11 +64,15 @@ def metric_points(session: Session, run_id: int, after_seq: int = 0) -> Sequence
 
 
 def last_seq(session: Session, run_id: int) -> int:
-    """Highest seq a run has used (0 if none): its stored points, and the points a resumed attempt replaced
-    (their seqs are not given out again, so a live view that saw them takes the new points as new)."""
-    stored = session.scalar(select(func.coalesce(func.max(MetricPoint.seq), 0)).where(MetricPoint.run_id == run_id))
-    resumed = session.scalars(select(RunEvent.data).where(RunEvent.run_id == run_id, RunEvent.kind == "resumed"))
-    return max([stored, *(int((data or {}).get("seq_floor", 0)) for data in resumed)])
+    """Highest seq a run has given out (0 if none), stored points and the points a resumed attempt replaced."""
+    return session.scalar(select(Run.metric_seq).where(Run.id == run_id)) or 0
+
+
+def take_seqs(session: Session, run_id: int, count: int) -> int:
+    """Reserve `count` seqs for new points; returns the first (one attempt at a time writes a run's points)."""
+    first = last_seq(session, run_id) + 1
+    session.execute(update(Run).where(Run.id == run_id).values(metric_seq=Run.metric_seq + count))
+    return first
 
 
 def drop_points_after(session: Session, run_id: int, step: int) -> int:
@@ -83,9 +87,9 @@ def artifacts(session: Session, run_id: int, kind: str = "adapter") -> Sequence[
     return session.scalars(query).all()
 
 
-def timeline(session: Session, run_id: int) -> Sequence[RunEvent]:
+def timeline(session: Session, run_id: int) -> Sequence[TimelineEntry]:
     """A run's events, oldest first."""
-    return session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)).all()
+    return session.scalars(select(TimelineEntry).where(TimelineEntry.run_id == run_id).order_by(TimelineEntry.id)).all()
 
 
 def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[Run]:
@@ -95,9 +99,14 @@ def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[Run]
 
 
 def mark_dispatched(bind: Engine | Connection, run_id: int, broker_id: str | None) -> None:
-    """Record which broker instance holds a run's queue message (after commit, so on its own connection)."""
+    """Record which broker instance holds a run's queue message (after commit, so on its own connection; a session
+    bound to a Connection, as in tests, records it there, in that connection's transaction)."""
+    statement = update(Run).where(Run.id == run_id).values(dispatched_to=broker_id)
+    if isinstance(bind, Connection):
+        bind.execute(statement)
+        return
     with bind.connect() as connection:
-        connection.execute(update(Run).where(Run.id == run_id).values(dispatched_to=broker_id))
+        connection.execute(statement)
         connection.commit()
 
 

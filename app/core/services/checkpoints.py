@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -11,9 +10,9 @@ from app.core import blobs
 from app.core.models import Artifact
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import runs as runs_repo
-from app.core.services.runs import add_event
-
-MANIFEST = "checkpoint.json"  # written last by the trainer: every other file with its sha256
+from app.core.services.runs import add_to_timeline
+from worker.planning import manifest
+from worker.planning.manifest import MANIFEST
 
 
 class NotThisAttempt(Exception):
@@ -44,19 +43,20 @@ def store(session: Session, run_id: int, attempt: int, step: int, folder: Path) 
     if runs_repo.beat(session, run_id, attempt) is None:
         raise NotThisAttempt(f"run {run_id} is no longer attempt {attempt}'s")
     dropped = artifacts_repo.delete_all(session, older)
-    add_event(session, run_id, "checkpoint", f"Checkpoint of step {step} stored ({size / 2**20:.1f} MiB).", step=step)
+    add_to_timeline(session, run_id, "checkpoint", f"Checkpoint of step {step} stored ({size / 2**20:.1f} MiB).",
+                    step=step)
     return dropped
 
 
 def _listing(folder: Path) -> dict[str, str | None]:
-    """{relative path: sha256} of the folder's files per its manifest (None for the manifest itself)."""
+    """{relative path: sha256} of the folder's files per its manifest (None for the manifest itself).
+
+    The hashes are compared as the blob store computes them while storing, so the files are read once.
+    """
     try:
-        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise IncompleteCheckpoint(f"{folder} has no readable {MANIFEST} ({exc})") from None
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    if present != set(files) | {MANIFEST}:
-        raise IncompleteCheckpoint(f"{folder} holds {sorted(present)}, its manifest lists {sorted(files)}")
+        files = manifest.check(folder, hashes=False)["files"]
+    except manifest.ManifestMismatch as exc:
+        raise IncompleteCheckpoint(f"{folder}: {exc}") from None
     return {**{name: entry["sha256"] for name, entry in sorted(files.items())}, MANIFEST: None}
 
 

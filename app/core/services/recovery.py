@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.core.db import utcnow
 from app.core.models import Run, RunStatus
 from app.core.repositories import runs as runs_repo
-from app.core.services.runs import add_event, end_message, enqueue_execution
+from app.core.services.runs import add_to_timeline, end_message, enqueue_execution
 
 
 def reap_lost_runs(session: Session, silent_for: timedelta, max_attempts: int) -> dict[int, str]:
@@ -40,7 +40,7 @@ def _requeue(session: Session, run: Run, still_lost: tuple, seconds: int, max_at
     if not runs_repo.transition(session, run.id, [RunStatus.running], *still_lost, status=RunStatus.queued,
                                 heartbeat_at=None, dispatched_to=None):
         return None
-    add_event(session, run.id, "requeued", f"Worker {run.worker} stopped sending heartbeats for over {seconds} s "
+    add_to_timeline(session, run.id, "requeued", f"Worker {run.worker} stopped sending heartbeats for over {seconds} s "
               f"(attempt {run.attempts} of {max_attempts}); queued again to resume from its newest checkpoint.",
               attempt=run.attempts, worker=run.worker)
     enqueue_execution(session, run.id)
@@ -54,7 +54,7 @@ def _fail(session: Session, run: Run, still_lost: tuple, seconds: int) -> str | 
     if not runs_repo.transition(session, run.id, [RunStatus.running], *still_lost, status=RunStatus.failed,
                                 finished_at=utcnow(), error_code=error["code"], error_message=error["message"]):
         return None
-    add_event(session, run.id, "failed", end_message(RunStatus.failed, {}, error), code=error["code"])
+    add_to_timeline(session, run.id, "failed", end_message(RunStatus.failed, {}, error), code=error["code"])
     return RunStatus.failed.value
 
 
@@ -62,6 +62,6 @@ def _cancel(session: Session, run: Run, still_lost: tuple) -> str | None:
     if not runs_repo.transition(session, run.id, [RunStatus.running], *still_lost, status=RunStatus.cancelled,
                                 finished_at=utcnow()):
         return None
-    add_event(session, run.id, "cancelled", f"Cancelled: worker {run.worker} stopped before the run could stop "
+    add_to_timeline(session, run.id, "cancelled", f"Cancelled: worker {run.worker} stopped before the run could stop "
               "cleanly, so it keeps no adapter.")
     return RunStatus.cancelled.value

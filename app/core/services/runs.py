@@ -14,12 +14,13 @@ from app.core.access import can_see, owner_id
 from app.core.advice import advice_for
 from app.core.db import utcnow
 from app.core.errors import StudioError, not_found
-from app.core.models import Dataset, MetricPoint, Run, RunEvent, RunStatus, User
+from app.core.models import Dataset, MetricPoint, Run, RunStatus, TimelineEntry, User
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import catalog
 from app.core.repositories import runs as runs_repo
 from app.core.services import run_checks
-from worker.trainer.spec import RunSpec
+from worker.planning.reports import Log, Metric, Started
+from worker.planning.spec import RunSpec
 
 EXECUTE_TASK = "runs.execute"
 
@@ -44,7 +45,7 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
                           "model.trust_remote_code to false.", field="model.trust_remote_code")
     run_checks.check_fits_model(spec, model)
     run_checks.check_fits_workers(spec, workers)
-    if not jobs.broker_available():
+    if not jobs.broker_available(session):
         raise StudioError("unavailable", "queue_unavailable", "The job queue (Redis) is not answering, so the "
                           "run was not created. Try again in a moment; runs already queued are kept and sent once "
                           "it is back.")
@@ -54,7 +55,7 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
               owner_id=owner_id(user))
     session.add(run)
     session.flush()
-    add_event(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
+    add_to_timeline(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
     enqueue_execution(session, run.id)
     return run
 
@@ -75,14 +76,14 @@ def redispatch_undelivered(session: Session, broker_id: str, grace: timedelta) -
     """
     sent = []
     for run_id in runs_repo.undelivered_queued(session, broker_id, utcnow() - grace):
-        runs_repo.mark_dispatched(session.get_bind(), run_id, jobs.send(EXECUTE_TASK, {"run_id": run_id}))
+        runs_repo.mark_dispatched(session.get_bind(), run_id, jobs.send(session, EXECUTE_TASK, {"run_id": run_id}))
         sent.append(run_id)
     return sent
 
 
-def add_event(session: Session, run_id: int, kind: str, message: str, **data: Any) -> None:
+def add_to_timeline(session: Session, run_id: int, kind: str, message: str, **data: Any) -> None:
     """Append to a run's timeline."""
-    session.add(RunEvent(run_id=run_id, kind=kind, message=message[:2000], data=data))
+    session.add(TimelineEntry(run_id=run_id, kind=kind, message=message[:2000], data=data))
     session.flush()
 
 
@@ -99,11 +100,11 @@ def cancel_run(session: Session, run: Run) -> Run:
     now = utcnow()
     if runs_repo.transition(session, run.id, [RunStatus.queued], status=RunStatus.cancelled, finished_at=now,
                             cancel_requested=True):
-        add_event(session, run.id, "cancelled", "Cancelled before it started.")
+        add_to_timeline(session, run.id, "cancelled", "Cancelled before it started.")
         session.refresh(run)
         return run
     if runs_repo.transition(session, run.id, [RunStatus.running], cancel_requested=True):
-        add_event(session, run.id, "cancel_requested", "Cancel requested: stopping at the next step boundary.")
+        add_to_timeline(session, run.id, "cancel_requested", "Cancel requested: stopping at the next step boundary.")
         session.refresh(run)
         return run
     session.refresh(run)
@@ -128,41 +129,46 @@ def claim_run(session: Session, run_id: int, worker: str) -> Claim | None:
     checkpoint = artifacts_repo.latest_checkpoint(session, run_id)
     step = checkpoint[0] if checkpoint else None
     if attempt == 1:
-        add_event(session, run_id, "started", f"Picked up by worker {worker}.")
+        add_to_timeline(session, run_id, "started", f"Picked up by worker {worker}.")
     else:
         _begin_again(session, run_id, worker, attempt, step)
     return Claim(attempt=attempt, resume_step=step)
 
 
 def _begin_again(session: Session, run_id: int, worker: str, attempt: int, step: int | None) -> None:
-    """A later attempt replaces the points after its checkpoint (all of them, without one): none is kept twice."""
-    floor = runs_repo.last_seq(session, run_id)
+    """A later attempt replaces the points after its checkpoint (all of them, without one): none is kept twice.
+
+    Their seqs are not given out again (runs.metric_seq only grows)."""
     dropped = runs_repo.drop_points_after(session, run_id, step or 0)
     runs_repo.touch(session, run_id, current_step=step or 0)
     where = f"from step {step}" if step else "from the beginning (no checkpoint had been stored)"
-    add_event(session, run_id, "resumed", f"Resumed {where} on worker {worker} (attempt {attempt}).",
-              from_step=step or 0, attempt=attempt, worker=worker, seq_floor=floor, replaced_points=dropped)
+    add_to_timeline(session, run_id, "resumed", f"Resumed {where} on worker {worker} (attempt {attempt}).",
+              from_step=step or 0, attempt=attempt, worker=worker, replaced_points=dropped)
 
 
-def record_started(session: Session, run_id: int, event: dict[str, Any]) -> None:
-    """Keep what the trainer said about itself: device, library versions, sizes."""
-    runs_repo.touch(session, run_id, device=event.get("device"), versions=event.get("versions") or {},
-                    total_steps=event.get("total_steps"), trainable_params=event.get("trainable_params"),
-                    total_params=event.get("total_params"))
-    allocator = event.get("allocator")  # the trainer's heap allocator (worker.trainer.allocator), from 2026-11
-    on = f"{event.get('device')} ({allocator} malloc)" if allocator else event.get("device")
-    add_event(session, run_id, "training", f"Training on {on}: {event.get('total_steps')} steps, "
-              f"{event.get('trainable_params')} trainable of {event.get('total_params')} parameters.",
-              **({"allocator": allocator} if allocator else {}))
+def record_report(session: Session, run_id: int, report: Started | Log) -> None:
+    """Keep what the trainer said about itself (device, library versions, sizes) or its progress in words."""
+    if isinstance(report, Log):
+        add_to_timeline(session, run_id, "log", report.message)
+        return
+    runs_repo.touch(session, run_id, device=report.device, versions=report.versions, total_steps=report.total_steps,
+                    trainable_params=report.trainable_params, total_params=report.total_params)
+    allocator = report.allocator  # the trainer's heap allocator (worker.planning.allocator)
+    on = f"{report.device} ({allocator} malloc)" if allocator else report.device
+    add_to_timeline(session, run_id, "training", f"Training on {on}: {report.total_steps} steps, "
+                    f"{report.trainable_params} trainable of {report.total_params} parameters.",
+                    **({"allocator": allocator} if allocator else {}))
 
 
-def record_metrics(session: Session, run_id: int, points: list[tuple[int, dict[str, Any]]]) -> list[MetricPoint]:
-    """Store (seq, event) metric points and move the run's progress forward."""
-    rows = [MetricPoint(run_id=run_id, seq=seq, step=int(ev["step"]), values=_values(ev)) for seq, ev in points]
+def record_metrics(session: Session, run_id: int, points: list[Metric]) -> list[MetricPoint]:
+    """Store metric points under the run's next seqs and move the run's progress forward."""
+    first = runs_repo.take_seqs(session, run_id, len(points))
+    rows = [MetricPoint(run_id=run_id, seq=first + i, step=p.step, values=p.values()) for i, p in enumerate(points)]
     session.add_all(rows)
     for row in rows:
         if "eval_loss" in row.values:
-            add_event(session, run_id, "eval", f"Evaluated at step {row.step}: eval loss {row.values['eval_loss']}.")
+            add_to_timeline(session, run_id, "eval",
+                            f"Evaluated at step {row.step}: eval loss {row.values['eval_loss']}.")
     losses = [r.values["loss"] for r in rows if isinstance(r.values.get("loss"), int | float)]
     progress: dict[str, Any] = {"current_step": max(r.step for r in rows)} if rows else {}
     if losses:
@@ -170,10 +176,6 @@ def record_metrics(session: Session, run_id: int, points: list[tuple[int, dict[s
     runs_repo.touch(session, run_id, **progress)
     session.flush()
     return rows
-
-
-def _values(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in event.items() if k not in ("type", "step")}
 
 
 def finish_run(session: Session, run_id: int, status: RunStatus, final: dict[str, Any] | None = None,
@@ -188,7 +190,7 @@ def finish_run(session: Session, run_id: int, status: RunStatus, final: dict[str
                                  finished_at=utcnow(), final=final or {}, error_code=error.get("code"),
                                  error_message=error.get("message"), error_traceback=error.get("traceback"))
     if moved:
-        add_event(session, run_id, status.value, end_message(status, final or {}, error), code=error.get("code"))
+        add_to_timeline(session, run_id, status.value, end_message(status, final or {}, error), code=error.get("code"))
     return moved
 
 

@@ -1,4 +1,7 @@
-"""Redis channel names and the payloads sent on them (metric points, status changes)."""
+"""Live updates: what Redis pub/sub carries to browsers (metric points, status changes), and its channel names.
+
+Relayed as the SSE events of /api/runs/{id}/events; not to be confused with the trainer's reports
+(worker.planning.reports) or a run's timeline (models.TimelineEntry)."""
 
 from __future__ import annotations
 
@@ -13,13 +16,13 @@ def run_channel(run_id: int) -> str:
     return f"lorastudio:run:{run_id}"
 
 
-def metric_payload(point: MetricPoint) -> dict[str, Any]:
-    """A metric point as sent to browsers; seq is its SSE id."""
+def metric_update(point: MetricPoint) -> dict[str, Any]:
+    """A metric point as a live update; seq is its SSE id."""
     return {"type": "metric", "seq": point.seq, "step": point.step, **point.values}
 
 
-def status_payload(run: Run) -> dict[str, Any]:
-    """A run's state as sent to browsers."""
+def status_update(run: Run) -> dict[str, Any]:
+    """A run's state as a live update."""
     return {
         "type": "status",
         "status": run.status,

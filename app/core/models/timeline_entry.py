@@ -1,4 +1,4 @@
-"""The timeline of a run: queued, started, trainer progress, evaluations, the end."""
+"""The timeline of a run: queued, started, trainer progress, evaluations, the end (table run_events)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.core.db import Base, utcnow
 
 
-class RunEvent(Base):
+class TimelineEntry(Base):
     """One thing that happened to a run, in words a person reads on the run page."""
 
     __tablename__ = "run_events"

@@ -1,0 +1,56 @@
+"""A training job's inputs on this worker: the canonical data and resume checkpoint exported from the database,
+the spec as submitted, and the TrainingInputs that say where this machine finds what the spec names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app.core import blobs
+from app.core.models import BaseModelEntry, Dataset, Run
+from app.core.services import checkpoints
+from app.core.services import datasets as dataset_service
+from worker.jobs.child import module_argv
+from worker.planning.inputs import Provenance, TrainingInputs
+from worker.planning.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class TrainerFiles:
+    """The files a trainer child reads, under one work folder."""
+
+    spec: Path
+    inputs: Path
+    out: Path
+    resume: Path | None
+
+    def argv(self) -> list[str]:
+        """`python -m worker.trainer SPEC --inputs INPUTS --out OUT [--resume CHECKPOINT]`."""
+        argv = module_argv("worker.trainer", self.spec, "--inputs", self.inputs, "--out", self.out)
+        return argv + ["--resume", str(self.resume)] if self.resume else argv
+
+
+def resolve(run: Run, dataset: Dataset, model: BaseModelEntry, data_path: Path) -> TrainingInputs:
+    """Where this worker finds the run's model and data, and where they came from."""
+    spec = RunSpec.model_validate(run.spec)
+    origin = Provenance(studio_run_id=run.id, run_name=run.name, dataset=dataset.name, dataset_rows=dataset.row_count,
+                        dataset_sha256=dataset.sha256, model_name=model.name)
+    return TrainingInputs(model_ref=model.ref, gguf_file=spec.model.gguf_file or model.gguf_file,
+                          data_path=str(data_path), provenance=origin)
+
+
+def export_training_inputs(session: Session, run_id: int, workdir: Path) -> TrainerFiles:
+    """Stream the run's canonical dataset and newest checkpoint to workdir; write the spec and its inputs."""
+    run = session.get(Run, run_id)
+    dataset = session.get(Dataset, run.dataset_id)
+    model = session.get(BaseModelEntry, run.base_model_id)
+    canonical_id, _ = dataset_service.canonical_blob_ids(session, dataset)
+    data = blobs.export_to_file(session, canonical_id, workdir / "data.jsonl")
+    resume = checkpoints.export(session, run_id, workdir / "resume")
+    files = TrainerFiles(spec=workdir / "spec.json", inputs=workdir / "inputs.json", out=workdir / "out",
+                         resume=resume)
+    files.spec.write_text(RunSpec.model_validate(run.spec).model_dump_json(), encoding="utf-8")
+    files.inputs.write_text(resolve(run, dataset, model, data).model_dump_json(), encoding="utf-8")
+    return files

@@ -1,0 +1,151 @@
+"""What a training attempt records: its child's reports as database rows and blobs, published to Redis, and its
+end state with the adapter."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from app.core import blobs, live
+from app.core.db import session_scope
+from app.core.models import Artifact, Run, RunStatus
+from app.core.resources import Resources
+from app.core.services import checkpoints
+from app.core.services import runs as run_service
+from worker.heartbeat import Heartbeat
+from worker.jobs.outcome import Outcome
+from worker.planning.reports import Checkpoint, Error, Finished, Log, Metric, Report, Started
+
+log = logging.getLogger(__name__)
+
+
+class RunRecorder:
+    """Records one attempt at a run; `lost` and `failure` say when nothing more of it may be written."""
+
+    def __init__(self, res: Resources, heartbeat: Heartbeat, scratch: Path) -> None:
+        self.res, self.heartbeat, self.scratch = res, heartbeat, scratch
+        self.run_id, self.attempt = heartbeat.run_id, heartbeat.attempt
+        self.failure: dict[str, Any] | None = None  # storing a checkpoint failed: the run ends with it
+        self.finished: Finished | None = None
+        self.error: Error | None = None
+
+    @property
+    def lost(self) -> bool:
+        """The run went to another attempt (its heartbeat found it so, or storing a checkpoint did)."""
+        return self.heartbeat.lost
+
+    def record(self, reports: list[Report]) -> None:
+        """Record a batch in order; metric points are written in one unit of work up to each checkpoint."""
+        if self.lost or self.failure:
+            return
+        points: list[Metric] = []
+        for report in reports:
+            if isinstance(report, Metric):
+                points.append(report)
+            elif isinstance(report, Checkpoint):
+                self._metrics(points)  # the points up to the checkpoint go first
+                points = []
+                self._checkpoint(report)
+            elif isinstance(report, Started | Log):
+                with session_scope(self.res.session_factory) as session:
+                    run_service.record_report(session, self.run_id, report)
+            elif isinstance(report, Finished):
+                self.finished = report
+            else:
+                self.error = report
+        self._metrics(points)
+
+    def _metrics(self, points: list[Metric]) -> None:
+        """Write points (committed first, so SSE history never misses a published point), then publish."""
+        if not points or self.lost:
+            return
+        with session_scope(self.res.session_factory) as session:
+            rows = run_service.record_metrics(session, self.run_id, points)
+            updates = [live.metric_update(row) for row in rows]
+        for update in updates:
+            self.publish(update)
+
+    def _checkpoint(self, report: Checkpoint) -> None:
+        """Move a checkpoint folder out of the trainer's reach and store it; a failure ends the run."""
+        step, folder = report.step, self.scratch / "storing" / Path(report.path).name
+        try:
+            folder.parent.mkdir(exist_ok=True)
+            Path(report.path).rename(folder)  # the trainer prunes its older folders on its own; this one is ours
+        except OSError:
+            log.info("run %s: checkpoint of step %s was pruned before it could be stored", self.run_id, step)
+            return
+        try:
+            with session_scope(self.res.session_factory) as session:
+                dropped = checkpoints.store(session, self.run_id, self.attempt, step, folder)
+        except checkpoints.IncompleteCheckpoint as exc:  # taken while being pruned: a newer one exists
+            log.info("run %s: skipped a checkpoint: %s", self.run_id, exc)
+            return
+        except checkpoints.NotThisAttempt:
+            self.heartbeat.lost = True
+            return
+        except Exception as exc:
+            log.exception("run %s: storing the checkpoint of step %s failed", self.run_id, step)
+            self.failure = {"code": "checkpoint_save_failed", "message": f"Storing the checkpoint of step {step} "
+                            f"failed ({type(exc).__name__}: {exc}); the run stopped there. Its previous "
+                            "checkpoint, if any, is kept whole."}
+            return
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.collect(dropped)
+
+    def collect(self, blob_ids: list[int]) -> None:
+        """Delete the blobs only dropped checkpoints used (best effort: a leftover only costs space)."""
+        try:
+            with session_scope(self.res.session_factory) as session:
+                checkpoints.collect(session, blob_ids)
+        except Exception:
+            log.warning("run %s: could not delete unused checkpoint blobs %s", self.run_id, blob_ids, exc_info=True)
+
+    def cancel_requested(self) -> bool:
+        """The run's cancel flag as the database holds it now."""
+        with session_scope(self.res.session_factory) as session:
+            run = session.get(Run, self.run_id)
+            return bool(run and run.cancel_requested)
+
+    def finish(self, outcome: Outcome, adapter_dir: Path) -> str:
+        """The end state, with the adapter when the outcome says so; checkpoints go once a run has ended well."""
+        status = RunStatus(outcome.status)
+        final = outcome.final.model_dump() if outcome.final else None
+        try:
+            with session_scope(self.res.session_factory) as session:
+                if outcome.store_output:
+                    self._store_adapter(session, adapter_dir)
+                dropped = checkpoints.drop(session, self.run_id) if status != RunStatus.failed else []
+                run_service.finish_run(session, self.run_id, status, final=final, error=outcome.error,
+                                       attempt=self.attempt)
+        except Exception as exc:
+            if not outcome.store_output:
+                raise
+            log.exception("run %s: storing the adapter failed", self.run_id)
+            return self.finish(Outcome("failed", error={
+                "code": "adapter_save_failed", "message": f"Storing the adapter failed ({type(exc).__name__}: "
+                f"{exc}). The run's newest checkpoint is kept whole."}), adapter_dir)
+        self.collect(dropped)
+        self.publish_status()
+        return status.value
+
+    def _store_adapter(self, session, adapter_dir: Path) -> None:  # noqa: ANN001
+        for path in sorted(p for p in adapter_dir.rglob("*") if p.is_file()):
+            blob = blobs.put_file(session, path, "application/octet-stream")
+            name = path.relative_to(adapter_dir).as_posix()
+            session.add(Artifact(run_id=self.run_id, kind="adapter", name=name, blob_id=blob.id, size=blob.size))
+
+    def publish_status(self) -> None:
+        """Tell live viewers the run's state."""
+        with session_scope(self.res.session_factory) as session:
+            update = live.status_update(session.get(Run, self.run_id))
+        self.publish(update)
+
+    def publish(self, update: dict[str, Any]) -> None:
+        """Send one live update (best effort: the database already holds what it says)."""
+        try:
+            self.res.redis.publish(live.run_channel(self.run_id), live.encode(update))
+        except Exception:
+            log.warning("could not publish to Redis for run %s", self.run_id, exc_info=True)
