@@ -9,11 +9,9 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api import analyses, datasets, estimates, events, health, models, openapi, runs
 from app.api import errors as api_errors
-from app.core import jobs
 from app.core.resources import Resources
 from app.deps import guard
 from app.pages import install as install_pages
-from app.queue import TaskSender
 from app.uploads import BodySizeLimit
 
 FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
@@ -26,8 +24,6 @@ def create_app(res: Resources | None = None) -> FastAPI:
     app = FastAPI(title="LoRA Studio", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(guard)])
     app.state.resources = res
-    sender = TaskSender(res.settings)
-    jobs.configure_sender(sender, probe=sender.available)
     api_errors.install(app)
     for router in (health.router, openapi.router, datasets.router, analyses.router, models.router, runs.router,
                    events.router, estimates.router):

@@ -11,13 +11,10 @@ from datetime import timedelta
 from celery.signals import worker_ready
 from sqlalchemy import text
 
-from app.core import jobs
-from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.resources import Resources
 from app.core.services.recovery import reap_lost_runs
 from app.core.services.runs import redispatch_undelivered
-from app.queue import TaskSender
 
 log = logging.getLogger(__name__)
 # Small against lost_after_s: a run whose worker died resumes elsewhere within lost_after_s + INTERVAL_S.
@@ -56,7 +53,7 @@ def _sweep_forever(stop: threading.Event) -> None:
     # Its own engine and Redis client: the pool of the process-wide resources() is inherited by the pool
     # children Celery forks, and a database connection shared across a fork corrupts both sides.
     res = Resources()
-    # Reaping waits one round after the database was unreachable (and after start-up): every live launcher
+    # Reaping waits one round after the database was unreachable (and after start-up): every live job runner
     # missed its heartbeats meanwhile too, and gets a round to beat again before its run looks lost.
     healthy = False
     while not stop.wait(INTERVAL_S):
@@ -77,6 +74,4 @@ def _attempt(chore: Callable[[Resources], object], res: Resources) -> bool:
 @worker_ready.connect
 def start_janitor(**_kwargs) -> None:  # noqa: ANN003
     """Sweep periodically while this worker runs (several workers sweeping is harmless: the update is atomic)."""
-    sender = TaskSender(get_settings())
-    jobs.configure_sender(sender, probe=sender.available)
     threading.Thread(target=_sweep_forever, args=(threading.Event(),), daemon=True, name="janitor").start()

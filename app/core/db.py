@@ -53,9 +53,9 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded attributes after commit (handy for responses)."""
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, info: dict | None = None) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit (handy for responses); info is copied into each one's."""
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @contextmanager

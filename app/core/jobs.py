@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -12,22 +12,32 @@ from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
-# Sends one job; returns an id of the broker instance that now holds it (None if unknown).
-Sender = Callable[[str, dict[str, Any]], str | None]
+# Where a session's jobs go: the session factory puts the process's sender in every session's info
+# (app.core.resources.Resources.session_factory), so a unit of work sends through the resource it was opened with.
+SENDER_KEY = "job_sender"
 OnSent = Callable[[Engine | Connection, str | None], None]
-_sender: Sender | None = None
-_probe: Callable[[], bool] | None = None
 
 
-def configure_sender(sender: Sender | None, probe: Callable[[], bool] | None = None) -> None:
-    """Set the function that hands a job to the queue (the web app passes a Celery send_task), and a health probe."""
-    global _sender, _probe
-    _sender, _probe = sender, probe
+class Sender(Protocol):
+    """Sends one job by name; returns an id of the broker instance that now holds it (None if unknown)."""
+
+    def __call__(self, task_name: str, kwargs: dict[str, Any]) -> str | None: ...
+
+    def available(self) -> bool:
+        """Whether the queue answers now."""
 
 
-def broker_available() -> bool:
-    """Whether the queue answers now (True when no probe is configured)."""
-    return _probe is None or _probe()
+def sender_of(session: Session) -> Sender:
+    """The job sender of the session's factory; an error naming the cause where it has none."""
+    sender = session.info.get(SENDER_KEY)
+    if sender is None:
+        raise RuntimeError("this session's factory has no job sender (build it with Resources.session_factory)")
+    return sender
+
+
+def broker_available(session: Session) -> bool:
+    """Whether the session's queue answers now."""
+    return sender_of(session).available()
 
 
 def enqueue(session: Session, task_name: str, on_sent: OnSent | None = None, **kwargs: Any) -> None:
@@ -42,18 +52,17 @@ def enqueue(session: Session, task_name: str, on_sent: OnSent | None = None, **k
     pending.append((task_name, kwargs, on_sent))
 
 
-def send(task_name: str, kwargs: dict[str, Any]) -> str | None:
-    """Send a job now (the janitor re-dispatches this way); raises if the broker is unreachable."""
-    if _sender is None:
-        raise RuntimeError("no job sender configured")
-    return _sender(task_name, kwargs)
+def send(session: Session, task_name: str, kwargs: dict[str, Any]) -> str | None:
+    """Send a job now, through the session's sender (the janitor re-dispatches this way); raises if the broker is
+    unreachable."""
+    return sender_of(session)(task_name, kwargs)
 
 
 def _send_pending(session: Session) -> None:
     bind = session.get_bind()
     for task_name, kwargs, on_sent in session.info.pop("pending_jobs", []):
         try:
-            broker_id = send(task_name, kwargs)
+            broker_id = send(session, task_name, kwargs)
         except Exception:  # the row is committed; the janitor dispatches it once the broker is back
             log.exception("could not send %s%s to the queue", task_name, kwargs)
             continue

@@ -9,8 +9,10 @@ import redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core import jobs
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
+from app.core.queue_client import TaskSender
 
 
 @dataclass
@@ -25,9 +27,14 @@ class Resources:
         return make_engine(self.settings.resolved_database_url)
 
     @cached_property
+    def job_sender(self) -> TaskSender:
+        """Sends jobs to the workers' queue (connects on first use)."""
+        return TaskSender(self.settings)
+
+    @cached_property
     def session_factory(self) -> sessionmaker[Session]:
-        """Sessions bound to the engine."""
-        return make_session_factory(self.engine)
+        """Sessions bound to the engine, each sending the jobs it enqueues through job_sender."""
+        return make_session_factory(self.engine, info={jobs.SENDER_KEY: self.job_sender})
 
     @cached_property
     def redis(self) -> redis.Redis:

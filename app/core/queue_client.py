@@ -1,4 +1,7 @@
-"""The web side of the queue: send tasks to the workers by name, without importing worker code."""
+"""The queue client: send tasks to the workers by name over Celery's protocol, without importing worker code.
+
+The one module of app.core that imports Celery (an import-linter contract says so): the web and the workers' janitor
+both send through it, reached as a resource (Resources.job_sender), never a module global."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from app.core.config import Settings
 
 
 class TaskSender:
-    """A Celery client that only sends; tasks are named, so the web never imports the training code."""
+    """A Celery client that only sends; tasks are named, so the sender never imports the training code."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
