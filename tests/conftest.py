@@ -1,5 +1,10 @@
 """Shared fixtures: a migrated database (SQLite by default, PostgreSQL with LORASTUDIO_TEST_DB=postgresql),
-the real Redis, an app client signed in as the test session's admin, and a tiny model built locally."""
+the real Redis, an app client signed in as the test session's admin, and a tiny model built locally.
+
+Every test that uses the database (anything built on `resources`: `client`, `session`, `ids`, `app`, …) runs
+in a transaction rolled back at its end (tests/support/database.py), unless it is marked `committed`: the
+end-to-end, browser and reliability tests are, by folder, since other processes must see what they write.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,25 @@ from app.core import schema
 from app.core.config import Settings
 from app.core.resources import Resources
 from tests.support.accounts import Account, create_account
+from tests.support.database import rolled_back
+from tests.support.requirements import require
 
 pytest_plugins = ["tests.support.studio", "tests.support.demo_model"]
 
 PG_ADMIN_URL = os.environ.get("LORASTUDIO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LORASTUDIO_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+# Their tests run real processes (web, workers, writers, a browser) that must see committed rows.
+COMMITTED_FOLDERS = ("e2e", "browser", "reliability")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of COMMITTED_FOLDERS `committed`: they write for real instead of in a rolled-back transaction."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        path = item.path.resolve()
+        if path.is_relative_to(tests) and path.relative_to(tests).parts[0] in COMMITTED_FOLDERS:
+            item.add_marker(pytest.mark.committed)
 
 
 def _create_pg_database() -> tuple[str, str]:
@@ -79,6 +97,20 @@ def admin(resources: Resources) -> Account:
     return create_account(resources, "test-admin", admin=True)
 
 
+@pytest.fixture(autouse=True)
+def _database_transaction(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the database runs in one transaction, rolled back at its end, unless marked `committed`.
+
+    Session-scoped fixtures (the admin, tests/security's owners) were made before, committed, and stay.
+    """
+    if "resources" not in request.fixturenames or request.node.get_closest_marker("committed"):
+        yield
+        return
+    request.getfixturevalue("admin")  # every test may sign in as the admin: create it outside the transaction
+    with rolled_back(request.getfixturevalue("resources")):
+        yield
+
+
 @pytest.fixture
 def client(app, admin: Account) -> Iterator:  # noqa: ANN001
     """An HTTP client for the app (in process), signed in with the admin's API token: it sees everything."""
@@ -90,7 +122,7 @@ def client(app, admin: Account) -> Iterator:  # noqa: ANN001
 
 @pytest.fixture
 def session(resources: Resources) -> Iterator:
-    """A session whose work is rolled back after the test."""
+    """A session whose work is rolled back after the test (with the test's transaction, unless `committed`)."""
     db_session = resources.session_factory()
     try:
         yield db_session
@@ -124,7 +156,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
-    """../shared/datasets, or skip."""
-    if not SHARED_DATASETS.is_dir():
-        pytest.skip(f"{SHARED_DATASETS} is absent (it sits beside the project in CI)")
+    """../shared/datasets (skipped where absent, a failure in CI)."""
+    require(SHARED_DATASETS.is_dir(), f"{SHARED_DATASETS} is absent: put the shared demo datasets beside the "
+            "repository (../shared/datasets)")
     return SHARED_DATASETS

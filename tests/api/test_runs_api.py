@@ -60,7 +60,7 @@ def test_missing_run_is_404_json(client) -> None:
 def _finished_run_with_points(resources, ids, n: int) -> int:
     with resources.session_factory() as session:
         run = Run(name="sse", status=RunStatus.succeeded, method="lora", spec={}, dataset_id=ids["dataset_id"],
-                  base_model_id=1)
+                  base_model_id=ids["model_id"])
         session.add(run)
         session.flush()
         session.add_all(MetricPoint(run_id=run.id, seq=i, step=i, values={"loss": 1.0 / i}) for i in range(1, n + 1))

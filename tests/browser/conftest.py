@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.requirements import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -16,10 +17,8 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     """One headless Chromium for the session (CI must have it: .ci/run installs it)."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing at /usr/bin/chromium; scripts/studio.sh test installs it with apt-get")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    require(CHROMIUM.exists(), "Chromium is missing at /usr/bin/chromium: apt-get install chromium "
+            "(scripts/studio.sh test installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.core.datasets import DatasetProblem, inspect_dataset, iter_canonical, write_canonical_jsonl
+from tests.support.requirements import require
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 CHAT = [
@@ -196,8 +197,8 @@ SHARED = [
 @pytest.mark.parametrize(("name", "file_type", "format", "rows"), SHARED, ids=[case[0] for case in SHARED])
 def test_shared_demo_datasets(name: str, file_type: str, format: str, rows: int) -> None:
     path = SHARED_DATASETS / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared demo datasets sit beside the repository)")
+    require(path.exists(), f"{path} is absent: put the shared demo datasets beside the repository "
+            "(../shared/datasets)")
 
     inspected = inspect_dataset(path, name)
 
@@ -207,8 +208,8 @@ def test_shared_demo_datasets(name: str, file_type: str, format: str, rows: int)
 
 def test_shared_dpo_dataset_is_refused_as_preference_data() -> None:
     path = SHARED_DATASETS / "dpo_en_demo.json"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared demo datasets sit beside the repository)")
+    require(path.exists(), f"{path} is absent: put the shared demo datasets beside the repository "
+            "(../shared/datasets)")
 
     with pytest.raises(DatasetProblem) as caught:
         inspect_dataset(path, path.name)

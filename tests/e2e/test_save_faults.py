@@ -23,6 +23,7 @@ from app.core.db import session_scope
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.services import checkpoints
 from tests.support.fleet import Fleet, make_fleet, wait_for
+from tests.support.requirements import require
 from worker.trainer import checkpoint, state_codec
 
 pytestmark = pytest.mark.e2e
@@ -36,8 +37,8 @@ def fleet(settings, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     work = root / "work"
     work.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(work)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {mounted.stderr.decode().strip()}")
+    require(mounted.returncode == 0, "cannot mount a tmpfs to fill up: run the tests as root (in a container, "
+            f"with CAP_SYS_ADMIN): {mounted.stderr.decode().strip()}")
     fleet = make_fleet(settings, root)
     try:
         fleet.start("w1")
