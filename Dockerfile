@@ -1,26 +1,41 @@
-# One image for the web app, the worker and the one-shot migration; docker-compose.yml picks the command.
-FROM python:3.11-slim
+# Two images from one base, picked with --target (docker-compose.yml does):
+#   web     the web app and the one-shot migration: `pip install .`, no torch (the web never loads weights)
+#   worker  adds the training extra, `pip install '.[train]'`, and tcmalloc for the trainer processes
+# A plain `docker build .` builds the last stage, web.
+FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     LORASTUDIO_DATA_DIR=/data
 WORKDIR /srv/lorastudio
 
-# tcmalloc for the trainer processes (worker/trainer/allocator.py preloads it): faster, leaner CPU training.
-RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 \
- && rm -rf /var/lib/apt/lists/*
-
-# Dependencies first, so code edits do not re-install torch.
+# Dependencies first, so code edits do not re-install them: the project with empty packages, then removed.
 COPY pyproject.toml README.md ./
 RUN mkdir -p app worker && touch app/__init__.py worker/__init__.py \
- && pip install . && pip uninstall -y lorastudio
+ && pip install . && pip uninstall -y lorastudio \
+ && useradd --create-home studio && mkdir -p /data && chown studio /data
 
-COPY alembic.ini ./
-COPY migrations ./migrations
-COPY app ./app
-COPY worker ./worker
-COPY frontend ./frontend
-RUN pip install --no-deps -e . && useradd --create-home studio && mkdir -p /data && chown studio /data
+# The code, copied the same way into both images.
+FROM scratch AS source
+COPY pyproject.toml README.md alembic.ini /src/
+COPY migrations /src/migrations
+COPY app /src/app
+COPY worker /src/worker
+COPY frontend /src/frontend
+
+FROM base AS worker
+# tcmalloc for the trainer processes (worker/planning/allocator.py preloads it): faster, leaner CPU training.
+RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 \
+ && rm -rf /var/lib/apt/lists/*
+# The training extra on top of the base's web dependencies (the empty packages are still there).
+RUN pip install ".[train]" && pip uninstall -y lorastudio
+COPY --from=source /src/ ./
+RUN pip install --no-deps -e .
 USER studio
+CMD ["lorastudio", "worker"]
 
+FROM base AS web
+COPY --from=source /src/ ./
+RUN pip install --no-deps -e .
+USER studio
 EXPOSE 8000
 CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000"]

