@@ -1,6 +1,6 @@
 """Dataset pages and uploads: bytes read from the database for one page of rows, and an upload's time and memory.
 
-Run: .venv/bin/python benchmarks/dataset_pages.py [--mb 200] [--upload-mb 100] [--before] [--postgresql]
+Run: .venv/bin/python benchmarks/dataset_pages.py [--mb 200] [--upload-mb 100] [--before REF] [--postgresql]
 Generates chat `messages` JSONL files (a few turns of realistic lengths, some non-ASCII text) in a temporary
 folder and uploads each through the service (create_dataset in one session_scope) into a fresh database migrated
 with app.core.schema.upgrade: SQLite in the temporary folder, or a new PostgreSQL database with --postgresql.
@@ -8,7 +8,7 @@ For the --mb file it then reads a page of 20 rows near the start, the middle and
 reports the bytes the database handed back for it (every bytes value in every result of the session, counted by
 a do_orm_execute hook) against the file's size, and the time per page (median of --repeats, hook off).
 --upload-mb times an upload alone and its RSS growth (peak RSS during the upload less the RSS before it).
-Each measurement runs in a fresh child process. --before runs the same children against the code at git HEAD,
+Each measurement runs in a fresh child process. --before runs the same children against the code at git REF,
 checked out with `git worktree add` into a temporary folder (removed afterwards), and prints after/before ratios.
 """
 
@@ -176,8 +176,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="size of the file whose pages are read")
     parser.add_argument("--upload-mb", type=int, default=100, help="size of the file whose upload is timed alone")
-    parser.add_argument("--repeats", type=int, default=5, help="timed reads of each page (HEAD's: 1)")
-    parser.add_argument("--before", action="store_true", help="compare with the code at git HEAD")
+    parser.add_argument("--repeats", type=int, default=5, help="timed reads of each page (the --before code's: 1)")
+    parser.add_argument("--before", metavar="REF", help="compare with the code at this git commit (e.g. 4eb58b8, "
+                        "the last one before datasets kept their canonical rows)")
     parser.add_argument("--postgresql", action="store_true", help=f"use PostgreSQL ({PG_ADMIN_URL}) not SQLite")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pages", action="store_true", help=argparse.SUPPRESS)
@@ -199,13 +200,13 @@ def main() -> None:
         show("after (working tree)", after, args.upload_mb)
         if args.before:
             before = _measure_head(files, scratch, args)
-            show("before (git HEAD)", before, args.upload_mb)
+            show(f"before (git {args.before})", before, args.upload_mb)
             _ratios(after, before, args.upload_mb)
 
 
 def _measure_head(files: dict[str, Path], scratch: Path, args: argparse.Namespace) -> dict:
     worktree = scratch / "before"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), "HEAD"], check=True,
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.before], check=True,
                    capture_output=True)
     try:
         return measure(worktree, files, scratch, args, 1)
