@@ -73,10 +73,13 @@ run_tests() {
   echo "== test suite on SQLite"
   LORASTUDIO_TEST_DB=sqlite "$VENV/bin/pytest" -q tests "$@"
   echo "== database-backed tests on PostgreSQL"
-  # Tests that never touch the database (trainer, JS, pure parsing, the browser, `up` and the web-only install
-  # check with their own SQLite) ran above; everything that reads or writes the database runs again on PostgreSQL.
+  # Tests that never touch the database (trainer, JS, pure parsing, the job runner's process code, the browser,
+  # `up` and the web-only install check with their own SQLite) ran above; everything that reads or writes the
+  # database runs again on PostgreSQL.
   LORASTUDIO_TEST_DB=postgresql "$VENV/bin/pytest" -q tests --ignore=tests/trainer --ignore=tests/js \
     --ignore=tests/browser --ignore=tests/e2e/test_up.py --ignore=tests/test_web_install.py \
+    --ignore=tests/worker/test_outcome.py --ignore=tests/worker/test_reports.py --ignore=tests/worker/test_child.py \
+    --ignore=tests/worker/test_runner.py --ignore=tests/worker/test_analysis_job.py \
     --ignore=tests/core/test_dataset_formats.py --ignore=tests/core/test_dataset_problems.py "$@"
 }
 
