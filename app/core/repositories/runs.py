@@ -69,10 +69,9 @@ def last_seq(session: Session, run_id: int) -> int:
 
 
 def take_seqs(session: Session, run_id: int, count: int) -> int:
-    """Reserve `count` seqs for new points; returns the first (one attempt at a time writes a run's points)."""
-    first = last_seq(session, run_id) + 1
-    session.execute(update(Run).where(Run.id == run_id).values(metric_seq=Run.metric_seq + count))
-    return first
+    """Reserve `count` seqs for new points in one atomic update; returns the first."""
+    query = update(Run).where(Run.id == run_id).values(metric_seq=Run.metric_seq + count).returning(Run.metric_seq)
+    return session.execute(query.execution_options(synchronize_session=False)).scalar_one() - count + 1
 
 
 def drop_points_after(session: Session, run_id: int, step: int) -> int:
