@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from app.core.config import get_settings
-from app.core.datasets import DatasetProblem, inspect_dataset, write_canonical_jsonl
+from app.core.datasets import CanonicalWriter, DatasetProblem, inspect_dataset
 from worker.jobs.child import ChildProcess, child_env, module_argv
 from worker.planning.allocator import AllocatorMissing
 from worker.planning.inputs import Provenance, TrainingInputs
@@ -27,26 +27,33 @@ def train_from_yaml(spec_file: Path, out: Path) -> str:
     if not spec.data.path:
         raise SystemExit("data.path must name a local dataset file for `lorastudio train`.")
     source = (spec_file.parent / spec.data.path).resolve()
-    try:
-        info = inspect_dataset(source, source.name)
-    except DatasetProblem as problem:
-        where = "".join(f", {k} {v}" for k, v in (("line", problem.line), ("field", problem.field)) if v)
-        raise SystemExit(f"{source}: {problem.code}: {problem.message}{where}") from None
+    if not source.is_file():
+        raise SystemExit(f"data.path {source} is not a file; give a .jsonl, .json, .csv or .parquet dataset.")
     try:
         env = child_env(os.environ, get_settings().trainer_allocator)
     except AllocatorMissing as exc:
         raise SystemExit(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="lorastudio-train-") as tmp:
-        data = Path(tmp) / "data.jsonl"
-        write_canonical_jsonl(source, info.file_type, info.format, data)
-        origin = Provenance(dataset=source.name, dataset_sha256=file_sha256(source), dataset_rows=info.row_count)
+        data = _canonical_rows(source, Path(tmp))
+        origin = Provenance(dataset=source.name, dataset_sha256=file_sha256(source), dataset_rows=data.count)
         inputs = TrainingInputs(model_ref=spec.model.base_model, gguf_file=spec.model.gguf_file,
-                                data_path=str(data), provenance=origin)
+                                data_path=str(data.rows_path), provenance=origin)
         (Path(tmp) / "inputs.json").write_text(inputs.model_dump_json(), encoding="utf-8")
         (Path(tmp) / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
         argv = module_argv("worker.trainer", Path(tmp) / "spec.json", "--inputs", Path(tmp) / "inputs.json",
                            "--out", out.resolve())
         return _stream(ChildProcess(argv, env).start())
+
+
+def _canonical_rows(source: Path, folder: Path) -> CanonicalWriter:
+    """Validate the file and write its canonical rows in the same pass, as an upload does; exit on a bad row."""
+    try:
+        with CanonicalWriter(folder) as rows:
+            inspect_dataset(source, source.name, canonical_out=rows)
+    except DatasetProblem as problem:
+        where = "".join(f", {k} {v}" for k, v in (("line", problem.line), ("field", problem.field)) if v)
+        raise SystemExit(f"{source}: {problem.code}: {problem.message}{where}") from None
+    return rows
 
 
 def _stream(child: ChildProcess) -> str:
