@@ -14,7 +14,7 @@ from app.core.db import session_scope, utcnow
 from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
 from tests.support.blob_reads import count_range_reads
 from worker.trainer.doctor import analyze
-from worker.trainer.model import load_tokenizer_from
+from worker.trainer.tokenizers import load_tokenizer_from
 
 CHAT = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
                       {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(50)]

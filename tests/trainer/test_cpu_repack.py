@@ -13,12 +13,13 @@ from bitsandbytes.functional import has_avx512bf16
 import worker.trainer.model as model_factories
 from worker.trainer.data import PaddingCollator, build_datasets
 from worker.trainer.sinks import ListSink
+from worker.trainer.tokenizers import load_tokenizer
 
 
 def _loss_curve(spec, with_eval_passes: bool, steps: int = 12) -> list[float]:
     """Train QLoRA on one fixed batch; optionally run a no-grad eval-mode forward before every step."""
     torch.manual_seed(0)
-    tokenizer = model_factories.load_tokenizer(spec)
+    tokenizer = load_tokenizer(spec)
     examples, _ = build_datasets(spec, tokenizer, ListSink())
     model = model_factories.load_model(spec, "cpu")
     batch = PaddingCollator(tokenizer.pad_token_id)(examples[:8])

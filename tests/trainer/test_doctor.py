@@ -8,7 +8,7 @@ import pytest
 
 from worker.trainer.data import IGNORE_INDEX, encode_record
 from worker.trainer.doctor import analyze, histogram, row_problems
-from worker.trainer.model import load_tokenizer_from
+from worker.trainer.tokenizers import load_tokenizer_from
 
 
 @pytest.fixture

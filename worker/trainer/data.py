@@ -11,7 +11,7 @@ import torch
 from worker.planning.reports import Log
 from worker.planning.spec import RunSpec
 from worker.trainer.errors import TrainerError
-from worker.trainer.examples import (  # noqa: F401 - IGNORE_INDEX and encode_record are this module's API too
+from worker.trainer.examples import (
     IGNORE_INDEX,
     Example,
     encode_record,

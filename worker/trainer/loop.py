@@ -18,9 +18,10 @@ from worker.trainer.data import PaddingCollator, build_datasets
 from worker.trainer.errors import TrainerError
 from worker.trainer.guard import DivergenceGuard
 from worker.trainer.loss import LabelledLossTrainer
-from worker.trainer.model import load_model, load_tokenizer, optimizer_name, pick_device, supports_bf16
+from worker.trainer.model import load_model, optimizer_name, pick_device, supports_bf16
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
 from worker.trainer.sinks import ReportSink
+from worker.trainer.tokenizers import load_tokenizer
 
 
 class StudioTrainer(SafeCheckpoints, LabelledLossTrainer):

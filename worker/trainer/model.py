@@ -12,7 +12,7 @@ from worker.planning.inputs import TrainingInputs
 from worker.planning.spec import CUDA_ONLY_OPTIMIZERS, RunSpec
 from worker.trainer.dropout import use_lean_dropout
 from worker.trainer.errors import TrainerError
-from worker.trainer.tokenizers import load_tokenizer, load_tokenizer_from, source_kwargs  # noqa: F401 - also this module's API
+from worker.trainer.tokenizers import source_kwargs
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
