@@ -8,6 +8,7 @@ from pathlib import Path
 from app.core.models import Dataset, Run, RunStatus
 from worker.jobs.inputs import export_training_inputs
 from worker.planning.inputs import TrainingInputs
+from worker.planning.reports import FinalNumbers
 from worker.planning.spec import RunSpec
 from worker.trainer.artifacts import model_card
 
@@ -42,13 +43,8 @@ def test_the_model_card_names_the_studio_dataset_not_a_worker_path(session, ids:
     workdir.mkdir()
     files = export_training_inputs(session, run.id, workdir)
     inputs = TrainingInputs.model_validate_json(files.inputs.read_text())
-    card = model_card(RunSpec.model_validate(run.spec), inputs, _final(), {"torch": "x"})
+    final = FinalNumbers(train_loss=0.5, steps=2, tokens_seen=10)
+    card = model_card(RunSpec.model_validate(run.spec), inputs, final, {"torch": "x"})
     dataset = session.get(Dataset, ids["dataset_id"])
     assert f"'{dataset.name}', 1 rows (sha256 `{dataset.sha256}`" in card and f"LoRA Studio run {run.id}" in card
     assert inputs.data_path not in card and str(workdir) not in card
-
-
-def _final():  # noqa: ANN202
-    from worker.planning.reports import FinalNumbers
-
-    return FinalNumbers(train_loss=0.5, steps=2, tokens_seen=10)

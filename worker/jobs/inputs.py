@@ -32,9 +32,8 @@ class TrainerFiles:
         return argv + ["--resume", str(self.resume)] if self.resume else argv
 
 
-def resolve(run: Run, dataset: Dataset, model: BaseModelEntry, data_path: Path) -> TrainingInputs:
+def resolve(run: Run, spec: RunSpec, dataset: Dataset, model: BaseModelEntry, data_path: Path) -> TrainingInputs:
     """Where this worker finds the run's model and data, and where they came from."""
-    spec = RunSpec.model_validate(run.spec)
     origin = Provenance(studio_run_id=run.id, run_name=run.name, dataset=dataset.name, dataset_rows=dataset.row_count,
                         dataset_sha256=dataset.sha256, model_name=model.name)
     return TrainingInputs(model_ref=model.ref, gguf_file=spec.model.gguf_file or model.gguf_file,
@@ -51,6 +50,7 @@ def export_training_inputs(session: Session, run_id: int, workdir: Path) -> Trai
     resume = checkpoints.export(session, run_id, workdir / "resume")
     files = TrainerFiles(spec=workdir / "spec.json", inputs=workdir / "inputs.json", out=workdir / "out",
                          resume=resume)
-    files.spec.write_text(RunSpec.model_validate(run.spec).model_dump_json(), encoding="utf-8")
-    files.inputs.write_text(resolve(run, dataset, model, data).model_dump_json(), encoding="utf-8")
+    spec = RunSpec.model_validate(run.spec)
+    files.spec.write_text(spec.model_dump_json(), encoding="utf-8")
+    files.inputs.write_text(resolve(run, spec, dataset, model, data).model_dump_json(), encoding="utf-8")
     return files

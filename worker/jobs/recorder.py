@@ -53,7 +53,7 @@ class RunRecorder:
                     run_service.record_report(session, self.run_id, report)
             elif isinstance(report, Finished):
                 self.finished = report
-            else:
+            elif isinstance(report, Error):
                 self.error = report
         self._metrics(points)
 
@@ -109,13 +109,13 @@ class RunRecorder:
             run = session.get(Run, self.run_id)
             return bool(run and run.cancel_requested)
 
-    def finish(self, outcome: Outcome, adapter_dir: Path) -> str:
+    def finish(self, outcome: Outcome, adapter_dir: Path | None = None) -> str:
         """The end state, with the adapter when the outcome says so; checkpoints go once a run has ended well."""
         status = RunStatus(outcome.status)
         final = outcome.final.model_dump() if outcome.final else None
         try:
             with session_scope(self.res.session_factory) as session:
-                if outcome.store_output:
+                if outcome.store_output and adapter_dir is not None:
                     self._store_adapter(session, adapter_dir)
                 dropped = checkpoints.drop(session, self.run_id) if status != RunStatus.failed else []
                 run_service.finish_run(session, self.run_id, status, final=final, error=outcome.error,

@@ -58,7 +58,7 @@ class TrainingJob:
 
     def prepare_failed(self, exc: Exception) -> str:
         error = {"code": "prepare_failed", "message": str(exc)}
-        return self.recorder.finish(Outcome(RunStatus.failed.value, error=error), Path())
+        return self.recorder.finish(Outcome(RunStatus.failed.value, error=error))
 
 
 def train_run(res: Resources, claim: run_service.Claim, run_id: int) -> str:
