@@ -11,14 +11,14 @@ from sqlalchemy.orm import Session
 from app.core.credentials import same_secret
 from app.core.errors import StudioError
 from app.core.models import User
-from app.core.services import api_tokens, web_sessions
+from app.core.services import api_tokens, audit, web_sessions
 
 SESSION_COOKIE = "lorastudio_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 # What anyone may reach: signing in, the probes of load balancers and orchestrators, and the static files
 # (mounted outside the routes). Everything else, pages and API alike, needs a signed-in user.
-PUBLIC_PATHS = frozenset({"/login", "/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/login", "/healthz", "/readyz", "/favicon.ico"})
 PUBLIC_MOUNTS = frozenset({"/static"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -54,12 +54,24 @@ def not_signed_in() -> StudioError:
 
 def identify(request: Request, session: Session) -> Caller | None:
     """The caller a bearer token or session cookie names; None without either; 401 for a bad token."""
+    caller = _caller(request, session)
+    # What this request's services do is audited under this user and address (app.core.services.audit).
+    audit.set_origin(session, audit.Origin.web(caller.user if caller else None, client_address(request)))
+    return caller
+
+
+def _caller(request: Request, session: Session) -> Caller | None:
     header = request.headers.get("authorization")
     if header is not None:
         return Caller.of(_token_user(session, header))
     cookie = request.cookies.get(SESSION_COOKIE)
     found = web_sessions.find_session(session, cookie) if cookie else None
     return Caller.of(found[1], found[0].csrf_token) if found else None
+
+
+def client_address(request: Request) -> str:
+    """The client's address (uvicorn applies X-Forwarded-For from the proxies it trusts)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _token_user(session: Session, header: str) -> User:

@@ -1,5 +1,6 @@
-"""The `lorastudio` command: up, worker, migrate, demo-model, train, users, tokens, and a client for a running
-studio."""
+"""The `lorastudio` command: up, worker, migrate, demo-model, train, users, tokens (these name the database they
+use and make none but through `migrate` and `up`), and a client for a running studio: datasets, runs, models,
+eval, adapters."""
 
 from __future__ import annotations
 
@@ -9,16 +10,23 @@ from pathlib import Path
 
 import typer
 
-from app.accounts_cli import first_admin, tokens_app, users_app
-from app.client_cli import datasets_app, runs_app
+from app.accounts_cli import audit_app, first_admin, tokens_app, users_app
+from app.adapters_cli import adapters_app
+from app.cli_database import announce, redact, require_studio_database
+from app.client_cli import datasets_app, eval_app, models_app, runs_app
 from app.core import schema
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
+from app.core.private_data import private_umask, secure_data_dir
 
 cli = typer.Typer(help="LoRA Studio: fine-tune LLMs with LoRA and QLoRA.", no_args_is_help=True)
 cli.add_typer(datasets_app, name="datasets")
 cli.add_typer(runs_app, name="runs")
+cli.add_typer(eval_app, name="eval")
+cli.add_typer(adapters_app, name="adapters")
+cli.add_typer(models_app, name="models")
 cli.add_typer(users_app, name="users")
 cli.add_typer(tokens_app, name="tokens")
+cli.add_typer(audit_app, name="audit")
 
 # What a worker's jobs import (the trainer, the dataset doctor); a web-only `pip install .` has none of them.
 TRAINING_PACKAGES = ("torch", "transformers", "peft")
@@ -26,10 +34,12 @@ TRAINING_PACKAGES = ("torch", "transformers", "peft")
 
 @cli.command()
 def migrate() -> None:
-    """Create or upgrade the database schema."""
-    url = get_settings().resolved_database_url
+    """Create the database (the only command besides `up` that makes one) or upgrade its schema."""
+    settings = get_settings()
+    url = announce(settings)
+    _secure_data_dir(settings)
     schema.upgrade(url)
-    typer.echo(f"database at the newest schema: {_redact(url)}")
+    typer.echo(f"database at the newest schema: {redact(url)}")
 
 
 @cli.command()
@@ -37,13 +47,19 @@ def up(
     host: str = typer.Option("127.0.0.1", help="Interface the web app listens on."),
     port: int = typer.Option(8000, help="Web port (another free one is taken if it is busy)."),
     workers: int = typer.Option(1, help="Training worker processes."),
+    access_log: bool | None = typer.Option(
+        None, "--access-log/--no-access-log", show_default=False,
+        help="Print the web server's line per request (default: off, or LORASTUDIO_ACCESS_LOG=true)."),
 ) -> None:
-    """Start the whole studio on this machine: database, Redis (if REDIS_URL is unset), a worker and the web app."""
+    """Start the whole studio on this machine: database, Redis (if REDIS_URL is unset), a training worker, a worker
+    for short jobs (the dataset doctor), the generation service and the web app; once all are up, say where to
+    sign in."""
     _require_training_extra()
-    from app.stack import Stack, free_port, web_argv, worker_argv
+    from app.stack import GENERATION_READY, READY, Stack, free_port, generation_argv, lane_argv, sign_in_box, web_argv
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # logs and Redis live there, whatever the DB
+    _secure_data_dir(settings)
     env = {**os.environ, "LORASTUDIO_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1",
            "DATABASE_URL": settings.resolved_database_url}
     schema.upgrade(settings.resolved_database_url)
@@ -53,13 +69,20 @@ def up(
     try:
         if not os.environ.get("REDIS_URL"):
             env["REDIS_URL"] = stack.start_redis(settings.data_dir, env)
-        stack.start("worker", worker_argv(settings.queue, workers), env, settings.data_dir / "worker.log")
+        stack.start("worker", lane_argv(settings, "training", workers), env, settings.data_dir / "worker.log")
+        # Short jobs get a slot of their own, so they never wait behind a training run.
+        stack.start("short-worker", lane_argv(settings, "short"), env, settings.data_dir / "short-worker.log")
+        stack.start("generation", generation_argv(), env, settings.data_dir / "generation.log")
         port = free_port(port, host)
-        stack.start("web", web_argv(host, port), env)
-        typer.echo(f"LoRA Studio is up: http://{host}:{port}   (data in {settings.data_dir}; Ctrl-C stops it)")
-        if admin:
-            _print_first_admin(admin, f"http://{host}:{port}")
-        typer.echo(f"worker log: {settings.data_dir / 'worker.log'}; prepare the demo model: lorastudio demo-model")
+        stack.start("web", web_argv(host, port, settings.access_log if access_log is None else access_log), env)
+        typer.echo(f"starting LoRA Studio on http://{host}:{port} (data in {settings.data_dir})…")
+        typer.echo("next: lorastudio demo-model (a real model, offline); more accounts: lorastudio users create NAME; "
+                   "an API token for the CLI: lorastudio tokens create NAME")
+        problem = stack.wait_until_ready(host, port, {"worker": READY, "short-worker": READY,
+                                                      "generation": GENERATION_READY})
+        if problem:
+            typer.echo(f"not everything started: {problem}", err=True)
+        typer.echo(sign_in_box(f"http://{host}:{port}", admin, settings))  # last, so no log line scrolls it away
         stack.watch()
     except KeyboardInterrupt:
         typer.echo("stopping…")
@@ -68,12 +91,21 @@ def up(
 
 
 @cli.command()
-def worker(concurrency: int = typer.Option(1, help="Training tasks at once (one process each).")) -> None:
-    """Run a training worker against DATABASE_URL and REDIS_URL."""
+def worker(
+    concurrency: int = typer.Option(1, help="Tasks at once (one process each)."),
+    queues: str = typer.Option(
+        "training", help="Which jobs to take: training, short (the dataset doctor; later evaluation) or "
+        "training,short. Training alone by default, so a GPU machine's device is never shared with a short job; "
+        "`lorastudio up` and docker compose run a worker of short jobs beside."),
+) -> None:
+    """Run a worker against DATABASE_URL and REDIS_URL: training runs, short jobs, or both (--queues)."""
     _require_training_extra()
-    from app.stack import worker_argv
+    from app.stack import lane_argv
 
-    argv = worker_argv(get_settings().queue, concurrency)
+    try:
+        argv = lane_argv(get_settings(), queues, concurrency)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--queues") from None
     os.execv(argv[0], argv)
 
 
@@ -85,7 +117,10 @@ def demo_model(
     _require_training_extra("gguf")
     from app.demo_model import prepare_demo_model
 
-    folder, name = prepare_demo_model(get_settings(), register=register)
+    settings = get_settings()
+    if register:  # before the minutes of converting: the model is registered in the studio's existing database
+        require_studio_database(settings)
+    folder, name = prepare_demo_model(settings, register=register)
     typer.echo(f"demo model ready: {folder}" + (f" (registered as '{name}')" if register else ""))
 
 
@@ -119,15 +154,6 @@ def _importable(name: str) -> bool:
         return False
 
 
-def _print_first_admin(admin: tuple[str, str | None], url: str) -> None:
-    """The first start's only chance to see the admin's password: say it once, with what to do next."""
-    username, password = admin
-    shown = password if password else "the one in LORASTUDIO_ADMIN_PASSWORD"
-    typer.echo(f"First start: made the admin account.  username: {username}   password: {shown}")
-    typer.echo(f"  Log in at {url}/login (change the password on the Account page); more accounts: lorastudio users "
-               f"create NAME; an API token for the CLI: lorastudio tokens create {username}")
-
-
 def _stop_on_signals() -> None:
     """Ctrl-C, SIGTERM (docker, systemd) and a closed terminal all stop the studio cleanly."""
     import signal
@@ -139,16 +165,16 @@ def _stop_on_signals() -> None:
         signal.signal(sig, interrupt)
 
 
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
-
-
 def main() -> None:
     """Entry point of the `lorastudio` script."""
+    private_umask()  # files of every command and of the processes it starts (web, workers, trainers): 0600/0700
     cli()
+
+
+def _secure_data_dir(settings: Settings) -> None:
+    """The data folder made private (0700, its SQLite files 0600), saying so when it was not."""
+    for warning in secure_data_dir(settings):
+        typer.echo(f"warning: {warning}", err=True)
 
 
 if __name__ == "__main__":

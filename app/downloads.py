@@ -34,11 +34,19 @@ class _Pipe:
         return data
 
 
-def adapter_zip_stream(factory: sessionmaker[Session], files: list[tuple[str, int]]) -> Iterator[bytes]:
-    """Yield the zip's bytes file by file, chunk by chunk (its own session: the request's is closed by now)."""
+def adapter_zip_stream(factory: sessionmaker[Session], files: list[tuple[str, int]],
+                       written: dict[str, bytes] | None = None) -> Iterator[bytes]:
+    """Yield the zip's bytes file by file, chunk by chunk (its own session: the request's is closed by now); files
+    given as bytes in `written` (a generated model card) come first and replace stored ones of the same name."""
     pipe = _Pipe()
+    written = written or {}
     with session_scope(factory) as session, zipfile.ZipFile(pipe, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in written.items():
+            archive.writestr(name, data)
+            yield pipe.take()
         for name, blob_id in files:
+            if name in written:
+                continue
             with archive.open(name, "w", force_zip64=True) as member:
                 for chunk in blobs.iter_blob(session, blob_id):
                     member.write(chunk)

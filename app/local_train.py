@@ -11,19 +11,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from app.core.config import get_settings
 from app.core.datasets import CanonicalWriter, DatasetProblem, inspect_dataset
 from worker.jobs.child import ChildProcess, child_env, module_argv
+from worker.planning import safe_yaml
 from worker.planning.allocator import AllocatorMissing
 from worker.planning.inputs import Provenance, TrainingInputs
 from worker.planning.manifest import file_sha256
 from worker.planning.reports import Finished
+from worker.planning.safe_yaml import YamlLimits, YamlRefused
 from worker.planning.spec import RunSpec
 
 
 def train_from_yaml(spec_file: Path, out: Path) -> str:
     """Validate the spec and its dataset, convert the data to canonical JSONL, and run the trainer."""
-    spec = RunSpec.from_yaml(spec_file.read_text())
+    spec = _read_spec(spec_file)
     if not spec.data.path:
         raise SystemExit("data.path must name a local dataset file for `lorastudio train`.")
     source = (spec_file.parent / spec.data.path).resolve()
@@ -43,6 +47,18 @@ def train_from_yaml(spec_file: Path, out: Path) -> str:
         argv = module_argv("worker.trainer", Path(tmp) / "spec.json", "--inputs", Path(tmp) / "inputs.json",
                            "--out", out.resolve())
         return _stream(ChildProcess(argv, env).start())
+
+
+def _read_spec(spec_file: Path) -> RunSpec:
+    """The spec file read within the studio's bounds (safe_yaml) and validated; exit naming what is wrong."""
+    try:
+        data = safe_yaml.load_file(spec_file, YamlLimits(max_bytes=get_settings().max_spec_yaml_bytes))
+        return RunSpec.model_validate(data or {})
+    except YamlRefused as exc:
+        raise SystemExit(f"{spec_file}: {exc.code}: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors()[:10])
+        raise SystemExit(f"{spec_file}: invalid spec: {problems}") from None
 
 
 def _canonical_rows(source: Path, folder: Path) -> CanonicalWriter:

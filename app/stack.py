@@ -1,4 +1,5 @@
-"""Start and stop the processes of a one-machine studio: Redis (when none is given), a worker, the web app."""
+"""Start and stop the processes of a one-machine studio: Redis (when none is given), a training worker, a worker
+for short jobs, the generation service, the web app; and what `lorastudio up` says once they are all up."""
 
 from __future__ import annotations
 
@@ -10,9 +11,27 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from app.core.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
+# Which jobs a worker takes (`lorastudio worker --queues`): training runs, and short jobs (the dataset doctor; later
+# evaluation and exports), each lane a Celery queue of its own (Settings.queue, Settings.resolved_short_queue).
+LANES = ("training", "short")
+READY = " ready."  # what a Celery worker logs once it consumes
+GENERATION_READY = "generation service ready:"  # what worker/generation/service.py logs once it serves
+
+
+def studio_env(settings: Settings, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a studio process (web, worker, generation service) started for these settings: the
+    database, Redis, data folder, queue and generation namespace they name, over base (os.environ) and under
+    extra (LORASTUDIO_* overrides)."""
+    return {**(os.environ if base is None else base), "DATABASE_URL": settings.resolved_database_url,
+            "REDIS_URL": settings.redis_url, "LORASTUDIO_DATA_DIR": str(settings.data_dir),
+            "LORASTUDIO_QUEUE": settings.queue, "LORASTUDIO_GENERATION_NAMESPACE": settings.generation_namespace,
+            **extra}
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
@@ -44,14 +63,40 @@ class Stack:
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.logs: dict[str, tuple[Path, int]] = {}  # name → its log file, and where this start's lines begin
 
     def start(self, name: str, argv: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
         """Launch one child (argv list, never a shell)."""
         out = log.open("ab") if log else None
+        if log is not None:
+            self.logs[name] = (log, out.tell())  # logs are appended to across starts
         proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
                                 start_new_session=True)
         self.procs.append((name, proc))
         return proc
+
+    def logged(self, name: str) -> str:
+        """What the child `name` has written to its log since this start."""
+        path, offset = self.logs[name]
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def wait_until_ready(self, host: str, port: int, workers: dict[str, str], timeout: float = 180.0) -> str | None:
+        """Until the web app on host:port answers and every named child has logged its ready marker (workers:
+        name → marker); None then, else what is not up."""
+        deadline, procs = time.monotonic() + timeout, dict(self.procs)
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard listens on localhost too
+        try:
+            wait_for_http(f"http://{local}:{port}", procs["web"], timeout)
+        except RuntimeError as exc:
+            return str(exc)
+        for name, marker in workers.items():
+            while marker not in self.logged(name):
+                if procs[name].poll() is not None or time.monotonic() > deadline:
+                    return f"the {name} is not consuming (see {self.logs[name][0]})"
+                time.sleep(0.2)
+        return None
 
     def start_redis(self, data_dir: Path, env: dict[str, str]) -> str:
         """An embedded Redis on a free port that keeps nothing on disk; returns its URL."""
@@ -113,12 +158,71 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
     raise RuntimeError(f"{url} did not answer /healthz within {timeout:.0f} s")
 
 
-def worker_argv(queue: str, concurrency: int = 1) -> list[str]:
-    """A Celery worker for training tasks: one task per child process."""
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue, "--pool", "prefork",
+def worker_argv(queue: str, concurrency: int = 1, name: str | None = None, pool: str = "prefork") -> list[str]:
+    """A Celery worker consuming `queue` (several: comma-separated) with `pool`, named name@host
+    where given (two workers on one host need two names)."""
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue, "--pool", pool,
             "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    return argv + (["-n", f"{name}@%h"] if name else [])
 
 
-def web_argv(host: str, port: int) -> list[str]:
-    """The web app under uvicorn."""
-    return [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", host, "--port", str(port)]
+def lane_queues(settings: Settings, lanes: str) -> str:
+    """The Celery queues (comma-separated) of the comma-separated LANES; ValueError naming an unknown lane."""
+    chosen = [lane.strip() for lane in lanes.split(",") if lane.strip()]
+    unknown = [lane for lane in chosen if lane not in LANES]
+    if unknown or not chosen:
+        raise ValueError(f"unknown queue {', '.join(unknown) or repr(lanes)}: choose from {', '.join(LANES)}")
+    queues = {"training": settings.queue, "short": settings.resolved_short_queue}
+    return ",".join(dict.fromkeys(queues[lane] for lane in chosen))
+
+
+def lane_argv(settings: Settings, lanes: str, concurrency: int = 1) -> list[str]:
+    """The Celery worker taking the comma-separated LANES. One of short jobs alone is named short@host, so it can
+    run beside a training worker on the same host."""
+    queues = lane_queues(settings, lanes)
+    if queues == settings.resolved_short_queue:
+        # The solo pool: a short job's work runs in a child process of its own (the job runner spawns it), so the
+        # Celery process needs no fork per task; and a prefork pool of one process replaced after every task
+        # (worker_max_tasks_per_child=1) was seen to take a message and never start it (celery/celery#1310).
+        return worker_argv(queues, 1, "short", pool="solo")
+    return worker_argv(queues, concurrency)
+
+
+def generation_argv() -> list[str]:
+    """The generation service (worker/generation): base models kept loaded, adapters applied per request."""
+    return [sys.executable, "-m", "worker.generation"]
+
+
+WEB_STOP_GRACE_S = 5
+
+
+def web_argv(host: str, port: int, access_log: bool = True) -> list[str]:
+    """The web app under uvicorn (without its line per request unless access_log). Live-update streams never end
+    by themselves: on stop they get WEB_STOP_GRACE_S to finish, then are closed (the browsers reconnect)."""
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", host, "--port", str(port),
+            "--timeout-graceful-shutdown", str(WEB_STOP_GRACE_S)]
+    return argv + ([] if access_log else ["--no-access-log"])
+
+
+def sign_in_box(url: str, admin: tuple[str, str | None] | None, settings: Settings) -> str:
+    """What `lorastudio up` prints last, once everything is up: where to sign in, the first admin's password on the
+    first start (admin: (username, password or None when it came from the environment)), how to set a new one."""
+    if admin is None:
+        lines = [f"Sign in at {url}/login", f"Forgot the admin password? {set_password_command('admin', settings)}"]
+    else:
+        username, password = admin
+        lines = [f"Sign in as {username}, password: {password or 'the one in LORASTUDIO_ADMIN_PASSWORD'}",
+                 "(made on this first start, shown only here)",
+                 f"Forgot it? {set_password_command(username, settings)}"]
+    lines = [f"LoRA Studio is ready: {url}", *lines,
+             f"Logs: {settings.data_dir}/worker.log, short-worker.log. Ctrl-C stops the studio."]
+    width = max(len(line) for line in lines)
+    rule = "+" + "-" * (width + 2) + "+"
+    return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
+
+
+def set_password_command(username: str, settings: Settings) -> str:
+    """`lorastudio users set-password NAME`, naming the data folder when another shell would not find it."""
+    default = Settings.model_fields["data_dir"].get_default(call_default_factory=True)
+    named = os.environ.get("DATABASE_URL") or settings.data_dir == default
+    return ("" if named else f"LORASTUDIO_DATA_DIR={settings.data_dir} ") + f"lorastudio users set-password {username}"

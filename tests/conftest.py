@@ -24,7 +24,7 @@ from tests.support.accounts import Account, create_account
 from tests.support.database import rolled_back
 from tests.support.requirements import require
 
-pytest_plugins = ["tests.support.studio", "tests.support.demo_model"]
+pytest_plugins = ["tests.support.studio", "tests.support.demo_model", "tests.support.generation_fixtures"]
 
 PG_ADMIN_URL = os.environ.get("LORASTUDIO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LORASTUDIO_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -71,6 +71,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     schema.upgrade(url)
     yield Settings(
         data_dir=data_dir, DATABASE_URL=url, REDIS_URL=REDIS_URL, queue=f"test-{uuid.uuid4().hex[:8]}",
+        generation_namespace=f"lorastudio:gen:test-{uuid.uuid4().hex[:8]}",
         cancel_grace_s=20.0,
     )
     if pg_name:

@@ -1,4 +1,4 @@
-"""The Celery app: reliability settings for long training tasks, routed by name."""
+"""The Celery app: reliability settings for long training tasks, routed by name (short jobs to the short queue)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from app.core.config import get_settings
+from app.core.jobs import SHORT_TASKS
 from app.core.resources import resources
 
 
@@ -13,7 +14,8 @@ def make_celery() -> Celery:
     """A Celery app on the studio's Redis; the database, not Celery, holds job state."""
     settings = get_settings()
     app = Celery("lorastudio", broker=settings.redis_url,
-                 include=["worker.tasks.runs", "worker.tasks.datasets", "worker.registry", "worker.janitor"])
+                 include=["worker.tasks.runs", "worker.tasks.datasets", "worker.tasks.evaluations", "worker.registry",
+                          "worker.janitor", "worker.jobs.sweep"])
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         task_acks_late=True,  # a task lost with its worker is redelivered…
@@ -26,6 +28,8 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         task_default_queue=settings.queue,
+        # The web sends by name to jobs.queue_for's queue; the same routes here for anything sent from a worker.
+        task_routes={name: {"queue": settings.resolved_short_queue} for name in SHORT_TASKS},
     )
     return app
 

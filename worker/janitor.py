@@ -1,5 +1,6 @@
-"""Housekeeping from a thread in every worker's main process: requeue (or, after too many tries, fail) runs whose
-worker vanished, and send again the queued runs whose queue message was lost (Redis was down or restarted)."""
+"""Housekeeping from a thread in every worker's main process: requeue (or, after too many tries, fail) runs and
+evaluations whose worker vanished, send again the queued runs whose queue message was lost (Redis was down or
+restarted), and the parked runs whose owner has a free running slot again (services.runs.claim_next)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,53 @@ from datetime import timedelta
 from celery.signals import worker_ready
 from sqlalchemy import text
 
+from app.core import blob_staging
 from app.core.db import session_scope
 from app.core.resources import Resources
-from app.core.services.recovery import reap_lost_runs
-from app.core.services.runs import redispatch_undelivered
+from app.core.services.recovery import reap_lost_evaluations, reap_lost_runs
+from app.core.services.runs import redispatch_undelivered, release_all_parked
 
 log = logging.getLogger(__name__)
 # Small against lost_after_s: a run whose worker died resumes elsewhere within lost_after_s + INTERVAL_S.
 INTERVAL_S = 5
 REDISPATCH_GRACE_S = 10  # a run younger than this may still be on its way to the queue
+STAGED_SWEEP_ROUNDS = 720  # abandoned upload placeholders: hours old before they go, so once an hour is plenty
 
 
 def sweep(res: Resources) -> dict[int, str]:
     """One pass over the runs that stopped beating: requeued, failed or cancelled; returns {id: new status}."""
     settings = res.settings
+    silent_for = timedelta(seconds=settings.lost_after_s)
     with session_scope(res.session_factory) as session:
-        reaped = reap_lost_runs(session, timedelta(seconds=settings.lost_after_s), settings.max_attempts)
+        reaped = reap_lost_runs(session, silent_for, settings.max_attempts)
     for run_id, status in reaped.items():
         log.warning("run %s lost its worker (no heartbeat for %ss); now %s", run_id, settings.lost_after_s, status)
+    with session_scope(res.session_factory) as session:
+        evaluations = reap_lost_evaluations(session, silent_for, settings.max_attempts)
+    for evaluation_id, status in evaluations.items():
+        log.warning("evaluation %s lost its worker (no heartbeat for %ss); now %s", evaluation_id,
+                    settings.lost_after_s, status)
     return reaped
 
 
 def redispatch(res: Resources) -> list[int]:
     """Send again the queued runs whose message this Redis does not hold (a failed send, or a restart)."""
     broker_id = res.redis.info("server")["run_id"]
+    with session_scope(res.session_factory) as session:  # parked runs whose owner has a free slot again
+        released = release_all_parked(session, res.settings.quota_running_runs)
+    if released:
+        log.info("sent queued runs %s again: their owners have a free running slot", released)
     with session_scope(res.session_factory) as session:
         sent = redispatch_undelivered(session, broker_id, timedelta(seconds=REDISPATCH_GRACE_S))
     if sent:
         log.warning("sent queued runs %s again: their messages were not on this Redis", sent)
     return sent
+
+
+def sweep_staged(res: Resources) -> int:
+    """Remove the blob placeholders a killed upload left behind (app.core.blob_staging)."""
+    with session_scope(res.session_factory) as session:
+        return blob_staging.sweep_abandoned(session)
 
 
 def reachable(res: Resources) -> dict[int, str]:
@@ -55,10 +74,13 @@ def _sweep_forever(stop: threading.Event) -> None:
     res = Resources()
     # Reaping waits one round after the database was unreachable (and after start-up): every live job runner
     # missed its heartbeats meanwhile too, and gets a round to beat again before its run looks lost.
-    healthy = False
+    healthy, rounds = False, 0
     while not stop.wait(INTERVAL_S):
         healthy = _attempt(sweep if healthy else reachable, res)
         _attempt(redispatch, res)
+        if rounds % STAGED_SWEEP_ROUNDS == 0:
+            _attempt(sweep_staged, res)
+        rounds += 1
 
 
 def _attempt(chore: Callable[[Resources], object], res: Resources) -> bool:

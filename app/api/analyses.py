@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.core.repositories import analyses as analyses_repo
 from app.core.services import analyses as analysis_service
 from app.deps import DatasetDep, RowId, SessionDep
+from worker.planning.spec import MAX_SYSTEM_PROMPT
 
 router = APIRouter(prefix="/api/datasets/{dataset_id}/analyses", tags=["datasets"])
 
@@ -22,6 +23,10 @@ class AnalysisIn(BaseModel):
 
     base_model: str = Field(description="A registered base model's name (or its hub id / folder).")
     max_seq_length: int = Field(1024, description="The run's data.max_seq_length; longer rows count as truncated.")
+    system_prompt: str | None = Field(
+        None, max_length=MAX_SYSTEM_PROMPT,
+        description="The run's data.system_prompt: the system turn of every chat without one (in place of a chat "
+        "template's default).")
 
 
 class AnalysisOut(BaseModel):
@@ -42,8 +47,9 @@ class AnalysisOut(BaseModel):
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=AnalysisOut)
 def request_analysis(body: AnalysisIn, dataset: DatasetDep, session: SessionDep) -> AnalysisOut:
-    """Queue an analysis, or return the existing one for the same dataset, model and length."""
-    analysis = analysis_service.request_analysis_by_name(session, dataset, body.base_model, body.max_seq_length)
+    """Queue an analysis, or return the existing one for the same dataset, model, length and system prompt."""
+    analysis = analysis_service.request_analysis_by_name(session, dataset, body.base_model, body.max_seq_length,
+                                                         body.system_prompt)
     return AnalysisOut.model_validate(analysis)
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from app.api.schemas import MetricOut, RunOut, TimelineEntryOut
 from app.core import workers
 from app.core.models import RunStatus
 from app.core.repositories import runs as runs_repo
+from app.core.services import deletion
 from app.core.services import runs as run_service
 from app.deps import MAX_ROW_ID, CurrentUser, ResourcesDep, RunDep, SessionDep
 from app.downloads import adapter_zip_stream
@@ -19,10 +21,31 @@ from worker.planning.spec import RunSpec
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
+PriorityQuery = Annotated[int, Query(description="Higher starts first (default 0); users may lower their own runs' "
+                                     "below 0, only admins raise one above 0 (bound: max_run_priority).")]
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut)
-def create_run(spec: RunSpec, session: SessionDep, res: ResourcesDep, user: CurrentUser) -> RunOut:
-    """Queue a run on one of the user's datasets; it is sent to a worker once stored."""
-    return RunOut.model_validate(run_service.create_run(session, spec, workers.live_workers(res.redis), user=user))
+def create_run(spec: RunSpec, session: SessionDep, res: ResourcesDep, user: CurrentUser,
+               priority: PriorityQuery = 0) -> RunOut:
+    """Queue a run on one of the user's datasets; it is sent to a worker once stored (refused beyond the user's
+    quotas: queued runs, storage)."""
+    run = run_service.create_run(session, spec, workers.live_workers(res.redis), user=user, priority=priority,
+                                 settings=res.settings)
+    return RunOut.model_validate(run)
+
+
+class PriorityIn(BaseModel):
+    """A queued run's new priority."""
+
+    priority: int = Field(description="Higher starts first; above 0 for admins only.")
+
+
+@router.post("/{run_id}/priority", response_model=RunOut)
+def set_priority(run: RunDep, body: PriorityIn, session: SessionDep, res: ResourcesDep, user: CurrentUser) -> RunOut:
+    """Change a queued run's priority (an admin: any; its owner: 0 or lower)."""
+    return RunOut.model_validate(run_service.set_priority(session, run, body.priority, user=user,
+                                                         settings=res.settings))
 
 
 @router.get("", response_model=list[RunOut])
@@ -41,6 +64,14 @@ def get_run(run: RunDep) -> RunOut:
 def cancel_run(run: RunDep, session: SessionDep) -> RunOut:
     """Cancel a queued run now, or ask a running one to stop at the next step (the adapter so far is kept)."""
     return RunOut.model_validate(run_service.cancel_run(session, run))
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_run(run: RunDep, session: SessionDep) -> Response:
+    """Delete a finished run with its metrics, timeline, checkpoints and adapter (409 while it is queued or running:
+    cancel it first)."""
+    deletion.delete_run(session, run)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{run_id}/metrics", response_model=list[MetricOut])

@@ -63,6 +63,7 @@ class RunOut(_Out):
     started_at: datetime | None
     finished_at: datetime | None
     attempts: int
+    priority: int = Field(0, description="Higher starts first among queued runs (an admin raises it).")
     cancel_requested: bool
     device: str | None
     versions: dict[str, str]
@@ -71,6 +72,9 @@ class RunOut(_Out):
     last_loss: float | None
     trainable_params: int | None
     total_params: int | None
+    estimate: dict[str, Any] | None = Field(
+        None, description="The time estimate it was queued with: time_s (low_s-high_s), startup_s, tokens, "
+        "tokens_per_second, device, worker, measured (the device's calibrated speed, or a datasheet figure).")
     final: dict[str, Any]
     error_code: str | None
     error_message: str | None

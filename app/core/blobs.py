@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.models import Blob, BlobChunk
+from app.core.models.blob import PENDING_PREFIX
+from app.core.repositories.usage import blob_unused
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -23,10 +25,15 @@ def iter_file(fileobj: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes
         yield chunk
 
 
+def placeholder(media_type: str) -> Blob:
+    """A blob row for bytes still being written (their hash is known only at the end)."""
+    return Blob(sha256=f"{PENDING_PREFIX}{uuid.uuid4().hex}"[:64], size=0, media_type=media_type)
+
+
 def put_stream(session: Session, chunks: Iterable[bytes], media_type: str) -> Blob:
     """Store bytes as a blob; an identical blob already stored is reused (its chunks are not duplicated)."""
     # The hash is known only at the end, so chunks go under a placeholder blob first.
-    blob = Blob(sha256=f"pending-{uuid.uuid4().hex}"[:64], size=0, media_type=media_type)
+    blob = placeholder(media_type)
     session.add(blob)
     session.flush()
     digest, size = hashlib.sha256(), 0
@@ -38,7 +45,7 @@ def put_stream(session: Session, chunks: Iterable[bytes], media_type: str) -> Bl
         session.flush()
         # A written chunk need not stay in the identity map: memory stays at one chunk.
         session.expunge(chunk)
-    return _finalise(session, blob, digest.hexdigest(), size)
+    return finalise(session, blob, digest.hexdigest(), size)
 
 
 def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -52,7 +59,8 @@ def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-def _finalise(session: Session, blob: Blob, sha256: str, size: int) -> Blob:
+def finalise(session: Session, blob: Blob, sha256: str, size: int) -> Blob:
+    """Name a placeholder by its bytes' hash, or drop it for an identical blob already stored (returned)."""
     existing = _find_for_reuse(session, sha256)
     if existing is None:
         try:
@@ -116,3 +124,22 @@ def export_to_file(session: Session, blob_id: int, path: Path) -> Path:
         for data in iter_blob(session, blob_id):
             out.write(data)
     return path
+
+
+def collect_garbage(session: Session, blob_ids: Sequence[int] | None = None) -> int:
+    """Delete the blobs among blob_ids (every blob when None) that no dataset or artifact uses; returns how many.
+
+    Safe beside uploads: one that reuses a blob locks it first (_find_for_reuse, FOR SHARE), so this delete waits
+    for it and then fails on the foreign key instead of removing a blob just put to use. That failure is confined
+    to a savepoint: the caller's own work stands, the blobs stay, and the next collection (any later delete, or a
+    sweep: collect_garbage(session) with no ids) takes them. Uncommitted uploads are invisible to it.
+    """
+    if blob_ids is not None and not blob_ids:
+        return 0
+    where = [blob_unused()] + ([Blob.id.in_(list(blob_ids))] if blob_ids is not None else [])
+    try:
+        with session.begin_nested():
+            statement = delete(Blob).where(*where).execution_options(synchronize_session=False)
+            return session.execute(statement).rowcount  # chunks go with them (ON DELETE CASCADE)
+    except IntegrityError:
+        return 0

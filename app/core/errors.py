@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "too_large", "unauthenticated", "forbidden"]
+ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "too_large", "unauthenticated", "forbidden",
+                   "insufficient_storage"]
 HTTP_STATUS: dict[str, int] = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503, "too_large": 413,
-                               "unauthenticated": 401, "forbidden": 403}
+                               "unauthenticated": 401, "forbidden": 403, "insufficient_storage": 507}
 
 
 class StudioError(Exception):

@@ -10,7 +10,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from app.core.config import Settings
+
 log = logging.getLogger(__name__)
+
+# Jobs of minutes at most (the dataset doctor now; evaluation scoring and exports next): they go to the short queue,
+# which a worker slot of its own consumes, so they never wait behind a training run. Every other task is training.
+SHORT_TASKS = frozenset({"datasets.analyze"})
 
 # Where a session's jobs go: the session factory puts the process's sender in every session's info
 # (app.core.resources.Resources.session_factory), so a unit of work sends through the resource it was opened with.
@@ -25,6 +31,11 @@ class Sender(Protocol):
 
     def available(self) -> bool:
         """Whether the queue answers now."""
+
+
+def queue_for(settings: Settings, task_name: str) -> str:
+    """The Celery queue task_name is sent to: the short queue for SHORT_TASKS, else the training queue."""
+    return settings.resolved_short_queue if task_name in SHORT_TASKS else settings.queue
 
 
 def sender_of(session: Session) -> Sender:

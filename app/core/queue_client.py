@@ -12,6 +12,7 @@ import redis
 from celery import Celery
 
 from app.core.config import Settings
+from app.core.jobs import queue_for
 
 
 class TaskSender:
@@ -42,9 +43,9 @@ class TaskSender:
             return False
 
     def __call__(self, task_name: str, kwargs: dict[str, Any]) -> str:
-        """Send one task to the training queue; returns the Redis server's run id (it changes on restart)."""
+        """Send one task to its queue (jobs.queue_for); returns the Redis server's run id (it changes on restart)."""
         # Asked before sending: a restart in between then looks like a lost message and is sent again
         # (harmless: runs are claimed atomically), never like a delivered one.
         server = self.redis.info("server")["run_id"]
-        self.client.send_task(task_name, kwargs=kwargs, queue=self.settings.queue, retry=False)
+        self.client.send_task(task_name, kwargs=kwargs, queue=queue_for(self.settings, task_name), retry=False)
         return server

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import jobs
 from app.core.config import Settings, get_settings
-from app.core.db import make_engine, make_session_factory
+from app.core.db import DbGate, make_engine, make_session_factory
 from app.core.queue_client import TaskSender
 
 
@@ -24,7 +24,13 @@ class Resources:
     @cached_property
     def engine(self) -> Engine:
         """The database engine."""
-        return make_engine(self.settings.resolved_database_url)
+        return make_engine(self.settings.resolved_database_url, pool_size=self.settings.db_pool_size,
+                           pool_timeout_s=self.settings.db_wait_s)
+
+    @cached_property
+    def db_gate(self) -> DbGate:
+        """The web process's DB slots, one per pooled connection (see DbGate)."""
+        return DbGate(self.settings.db_pool_size, self.settings.db_wait_s)
 
     @cached_property
     def job_sender(self) -> TaskSender:

@@ -1,4 +1,4 @@
-"""The signed-in user's account: API tokens (made and shown once, revoked) and the password."""
+"""The signed-in user's account: API tokens (made and shown once, revoked, deleted) and the password."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
 from app.core.models import User
-from app.core.services import accounts, api_tokens, web_sessions
+from app.core.services import accounts, api_tokens, quotas, web_sessions
 from app.deps import CurrentUser, RowId, SessionDep, SettingsDep
 from app.pages.forms import FormDep
 from app.pages.login import set_session_cookie
@@ -23,10 +23,21 @@ router = APIRouter()
 def _page(request: Request, session: Session, user: User, *, new_token: str | None = None,
           error: StudioError | None = None, notice: str | None = None) -> HTMLResponse:
     context = {"nav": "account", "tokens": api_tokens.list_tokens(session, user), "new_token": new_token,
-               "error": error, "notice": notice}
+               "error": error, "notice": notice, "quotas": _quotas(session, user, request)}
     response = render(request, "account.html", context, status_code=STATUS[error.kind] if error else 200)
     response.headers["Cache-Control"] = "no-store"  # a fresh token is on it; no cache should keep a copy
     return response
+
+
+def _quotas(session: Session, user: User, request: Request) -> list[dict[str, str]]:
+    """The user's quotas as rows: what, used, limit."""
+    limits = quotas.limits_of(user, request.app.state.resources.settings)
+    usage = quotas.usage_of(session, user)
+    rows = (("Queued runs", usage.queued_runs, limits.queued_runs, str),
+            ("Runs training at once", usage.running_runs, limits.running_runs, str),
+            ("Storage", usage.storage_bytes, limits.storage_bytes, quotas.format_bytes))
+    return [{"what": what, "used": show(used), "limit": "no limit" if limit is None else show(limit)}
+            for what, used, limit, show in rows]
 
 
 @router.get("/account")
@@ -49,6 +60,13 @@ def create_token(request: Request, session: SessionDep, user: CurrentUser, form:
 def revoke_token(token_id: RowId, session: SessionDep, user: CurrentUser) -> RedirectResponse:
     """Revoke one of the user's tokens; it stops working at once."""
     api_tokens.revoke_token(session, token_id, user=user)
+    return RedirectResponse("/account", status_code=303)
+
+
+@router.post("/account/tokens/{token_id}/delete")
+def delete_token(token_id: RowId, session: SessionDep, user: CurrentUser) -> RedirectResponse:
+    """Delete one of the user's tokens (the page offers it once revoked), so the list keeps only what matters."""
+    api_tokens.delete_token(session, token_id, user=user)
     return RedirectResponse("/account", status_code=303)
 
 

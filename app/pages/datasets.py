@@ -13,12 +13,12 @@ from app.core.errors import StudioError
 from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis, User
 from app.core.repositories import catalog
 from app.core.services import analyses as analysis_service
-from app.core.services import datasets as dataset_service
+from app.core.services import deletion
 from app.deps import CurrentUser, DatasetDep, OptionalRowIdQuery, RowId, SessionDep
 from app.pages.forms import FormDep
 from app.pages.templating import render
-from app.uploads import spooled_upload
-from worker.planning.spec import DEFAULT_SEQ_LENGTH
+from app.uploads import store_upload
+from worker.planning.spec import DEFAULT_SEQ_LENGTH, MAX_SYSTEM_PROMPT
 
 router = APIRouter()
 
@@ -39,8 +39,7 @@ def datasets_page(request: Request, session: SessionDep, user: CurrentUser) -> H
 async def upload(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Validate and store an uploaded file; on a problem show its code, line and field."""
     try:
-        async with spooled_upload(request) as (path, filename, name):
-            dataset = dataset_service.create_dataset(session, path, filename, name, user=user)
+        dataset = await store_upload(request, session, user)
     except StudioError as error:
         form = await request.form()  # already parsed: Starlette keeps it on the request
         name = form.get("name")
@@ -57,12 +56,20 @@ def dataset_page(request: Request, dataset: DatasetDep, session: SessionDep, pag
     return _detail(request, session, dataset, page, chosen)
 
 
+@router.post("/datasets/{dataset_id}/delete")
+def delete(dataset: DatasetDep, session: SessionDep) -> RedirectResponse:
+    """Delete a dataset no run uses, then back to the list (one in use: a 409 page naming the runs)."""
+    deletion.delete_dataset(session, dataset)
+    return RedirectResponse("/datasets", status_code=303)
+
+
 @router.post("/datasets/{dataset_id}/analyze")
 def analyze(request: Request, dataset: DatasetDep, session: SessionDep, form: FormDep) -> Response:
     """Request an analysis (reused when one exists) and show it; errors appear by their field."""
     try:
         length = _length(form.get("max_seq_length", ""))
-        chosen = analysis_service.request_analysis_by_name(session, dataset, form.get("base_model", ""), length)
+        chosen = analysis_service.request_analysis_by_name(session, dataset, form.get("base_model", ""), length,
+                                                           form.get("system_prompt"))
     except StudioError as error:
         return _detail(request, session, dataset, 1, None, form, error)
     return RedirectResponse(f"/datasets/{dataset.id}?analysis={chosen.id}#doctor", status_code=303)
@@ -78,9 +85,11 @@ def analysis_partial(request: Request, dataset: DatasetDep, session: SessionDep,
 def _detail(request: Request, session: Session, dataset: Dataset, page: int, chosen: DatasetAnalysis | None,
             form: dict[str, str] | None = None, error: StudioError | None = None) -> HTMLResponse:
     context = {"nav": "datasets", "dataset": dataset, "models": catalog.list_models(session), "error": error,
+               "max_system_prompt": MAX_SYSTEM_PROMPT,
                "rows": analysis_service.rows_page(session, dataset, page), **_analysis_context(session, chosen)}
     context["values"] = form or {"base_model": context["model_name"] or "",
-                                 "max_seq_length": str(chosen.max_seq_length if chosen else DEFAULT_SEQ_LENGTH)}
+                                 "max_seq_length": str(chosen.max_seq_length if chosen else DEFAULT_SEQ_LENGTH),
+                                 "system_prompt": (chosen.system_prompt if chosen else None) or ""}
     return render(request, "datasets/detail.html", context, status_code=STATUS[error.kind] if error else 200)
 
 

@@ -1,4 +1,5 @@
-"""HTML error pages for page routes; paths under /api are handed to the JSON handlers unchanged."""
+"""HTML error pages for page routes; paths under /api are handed to the JSON handlers unchanged. A page's message
+is clipped like the API's: an error never sends back more than a bounded slice of the input."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def _is_api(request: Request) -> bool:
 
 def error_page(request: Request, status: int, message: str, code: str | None = None) -> Response:
     """The friendly error page: what happened and a way back."""
-    context = {"status": status, "title": TITLES.get(status, "Something went wrong"), "message": message,
-               "code": code}
+    context = {"status": status, "title": TITLES.get(status, "Something went wrong"),
+               "message": api_errors.clip(message), "code": code}
     return render(request, "error.html", context, status_code=status)
 
 

@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session
 from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
 from app.core.repositories import catalog
+from app.core.services import deletion
 from app.core.services import models as model_service
-from app.deps import CurrentUser, SessionDep
+from app.deps import CurrentUser, RowId, SessionDep
 from app.pages.forms import FormDep
 from app.pages.templating import render
 
@@ -38,4 +39,11 @@ def register(request: Request, session: SessionDep, user: CurrentUser, form: For
                                      trust_remote_code=form.get("trust_remote_code") == "on")
     except StudioError as error:
         return _list(request, session, form, error)
+    return RedirectResponse("/models", status_code=303)
+
+
+@router.post("/models/{model_id}/delete")
+def delete(model_id: RowId, session: SessionDep, user: CurrentUser) -> RedirectResponse:
+    """Unregister a model no run uses (admins only), then back to the list."""
+    deletion.delete_model(session, model_id, user=user)
     return RedirectResponse("/models", status_code=303)

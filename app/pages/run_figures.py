@@ -1,4 +1,5 @@
-"""Small figures the run pages draw server-side: min/max downsampling, loss sparklines, ETAs, spec diffs."""
+"""Small figures the run pages draw server-side: min/max downsampling, loss sparklines, run clocks and ETAs, spec
+diffs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.core.models import Run
+from app.core.models import MetricPoint, Run
 
 SPARK_WIDTH, SPARK_HEIGHT, SPARK_PAD = 80.0, 24.0, 2.0
+# Train logs the ETA's step rate is measured over: the recent pace, not one noisy interval nor the whole run.
+RATE_WINDOW = 10
 
 
 def downsample_minmax(values: Sequence[float], max_points: int) -> list[int]:
@@ -59,13 +62,72 @@ def sparkline(losses: Sequence[float], max_points: int = 48) -> Sparkline | None
     return Sparkline(text, round(coords[-1][0], 1), round(coords[-1][1], 1), low, high, len(losses))
 
 
-def eta_seconds(run: Run, now: datetime | None = None) -> float | None:
-    """Seconds left for a running run at its pace so far, or None when it cannot be told."""
-    if run.status != "running" or not run.started_at or not run.total_steps or run.current_step <= 0:
+def step_rate(points: Sequence[MetricPoint]) -> float | None:
+    """Steps per second over the newest attempt's last RATE_WINDOW train logs (seq order), or None with fewer than
+    two; it is measured on the trainer's own clock (elapsed_s), so model loading and queueing do not count."""
+    recent: list[tuple[int, float]] = []
+    for point in points:
+        at = point.values.get("elapsed_s")
+        if "eval_loss" in point.values or not isinstance(at, int | float):
+            continue
+        if recent and at < recent[-1][1]:
+            recent = []  # a resumed attempt: its trainer's clock starts again
+        recent.append((point.step, float(at)))
+    window = recent[-RATE_WINDOW:]
+    if len(window) < 2 or window[-1][1] <= window[0][1] or window[-1][0] <= window[0][0]:
         return None
-    started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
-    elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
-    return max(0.0, elapsed / run.current_step * (run.total_steps - run.current_step))
+    return (window[-1][0] - window[0][0]) / (window[-1][1] - window[0][1])
+
+
+def elapsed_seconds(run: Run, now: datetime | None = None) -> float | None:
+    """Seconds since the run's (latest attempt's) start: until now while it runs, until its end once ended."""
+    end = run.finished_at if run.run_status.finished else None
+    if run.started_at is None or (end is None and run.status != "running"):
+        return None
+    return max(0.0, (_aware(end or now or datetime.now(UTC)) - _aware(run.started_at)).total_seconds())
+
+
+def eta_seconds(run: Run, points: Sequence[MetricPoint] = (), now: datetime | None = None) -> float | None:
+    """Seconds left for a running run: its remaining steps at the recent step rate of `points` (at its pace since
+    it started while fewer than two steps are logged), or None when it cannot be told."""
+    if run.status != "running" or not run.total_steps or run.current_step <= 0:
+        return None
+    rate = step_rate(points)
+    if rate is None:
+        elapsed = elapsed_seconds(run, now)
+        if not elapsed:
+            return None
+        rate = run.current_step / elapsed
+    return max(0.0, (run.total_steps - run.current_step) / rate)
+
+
+@dataclass(frozen=True)
+class RunClock:
+    """A run's time as its page shows it: elapsed (its duration once ended) and, while it runs, the ETA."""
+
+    running: bool
+    elapsed_s: float | None
+    eta_s: float | None
+
+    @property
+    def elapsed(self) -> str:
+        """The elapsed time in words."""
+        return duration(self.elapsed_s)
+
+    @property
+    def eta(self) -> str:
+        """The time left in words (a dash when it cannot be told yet)."""
+        return duration(self.eta_s)
+
+
+def run_clock(run: Run, points: Sequence[MetricPoint] = (), now: datetime | None = None) -> RunClock:
+    """The run's clock at `now` (the recent points give the ETA its step rate)."""
+    now = now or datetime.now(UTC)
+    return RunClock(run.status == "running", elapsed_seconds(run, now), eta_seconds(run, points, now))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
 
 def duration(seconds: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,14 +12,20 @@ import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from worker.planning.spec import TARGET_PRESETS, RunSpec
+from app.api.errors import MAX_FIELD, clip
+from worker.planning.spec import MAX_PROMPT_FILE, TARGET_PRESETS, RunSpec
 
-HIDDEN = {"data.path"}  # the worker fills it from the chosen dataset
-FOLDED = {"quantization", "training"}  # advanced: shown folded until they hold an error
-SPECIAL = {"data.dataset_id": "dataset", "model.base_model": "model", "lora.target_modules": "targets"}
+# data.path: the worker fills it from the chosen dataset.
+HIDDEN = {"data.path"}
+FOLDED = {"quantization", "training", "samples"}  # advanced: shown folded until they hold an error
+SPECIAL = {"data.dataset_id": "dataset", "model.base_model": "model", "lora.target_modules": "targets",
+           "samples.prompts": "prompts"}  # prompts: a prompt file's JSON Lines, typed or loaded from a file
 CUSTOM = "custom"  # the target-modules widget offers the spec's presets, then a custom list of names
+MULTILINE_FROM = 500  # a text field allowed more characters than this (a system prompt) is a textarea
 # DataSpec's "one source" check reports on the whole section; in the form it is about the dataset choice.
 SECTION_ERRORS = {"data": "data.dataset_id"}
+# The longest value a re-rendered form sends back: above any valid one (MAX_TEXT; 64 module names of 100 characters).
+MAX_ECHO = 8192
 
 
 @dataclass
@@ -28,7 +35,7 @@ class FormField:
     name: str
     label: str
     help: str
-    widget: str  # text, number, checkbox, select, dataset, model, targets
+    widget: str  # text, textarea, number, checkbox, select, dataset, model, targets
     choices: tuple[str, ...] = ()
     optional: bool = False
     step: str | None = None
@@ -78,13 +85,20 @@ def _field(name: str, info: FieldInfo) -> FormField:
     if name in SPECIAL:
         base.widget = SPECIAL[name]
         base.choices = (*TARGET_PRESETS, CUSTOM) if base.widget == "targets" else ()
+        base.bounds = {"maxlength": MAX_PROMPT_FILE} if base.widget == "prompts" else {}
     elif kind is bool:
         base.widget = "checkbox"
     elif get_origin(kind) is Literal:
         base.widget, base.choices = "select", tuple(str(c) for c in get_args(kind))
     elif kind in (int, float):
         base.widget, base.step, base.bounds = "number", ("1" if kind is int else "any"), _bounds(info)
+    elif kind is str and (longest := _max_length(info)) and longest > MULTILINE_FROM:
+        base.widget, base.bounds = "textarea", {"maxlength": longest}
     return base
+
+
+def _max_length(info: FieldInfo) -> int | None:
+    return next((m.max_length for m in info.metadata if isinstance(m, annotated_types.MaxLen)), None)
 
 
 def sections() -> list[Section]:
@@ -137,18 +151,25 @@ def with_overrides(values: dict[str, Any], spec: Mapping[str, Any]) -> dict[str,
 
 
 def _with_targets(values: dict[str, Any]) -> dict[str, Any]:
-    """Split target_modules into the radio choice and the custom text."""
+    """Split target_modules into the radio choice and the custom text; prompts as a prompt file's lines."""
+    prompts = values.get("samples.prompts")
+    if isinstance(prompts, list):  # a stored or pasted spec's prompts, as the lines of a prompt file
+        values["samples.prompts"] = "\n".join(json.dumps(p, ensure_ascii=False) if isinstance(p, dict) else str(p)
+                                               for p in prompts)
     targets = values.get("lora.target_modules")
     if isinstance(targets, list):
-        values["lora.target_modules"], values["lora.target_modules_custom"] = CUSTOM, ", ".join(targets)
+        # A pasted spec's list may hold anything (numbers, lists): shown as text beside its error, never a 500.
+        values["lora.target_modules"], values["lora.target_modules_custom"] = CUSTOM, ", ".join(map(str, targets))
     return values
 
 
 def from_form(form: Mapping[str, str]) -> dict[str, Any]:
-    """Form values from a posted form, to re-render it as it was sent."""
-    values = {f.name: form.get(f.name, "") for f in all_fields()}
+    """Form values from a posted form, to re-render it as it was sent (each clipped to MAX_ECHO characters, more
+    than any valid value holds, so a refused form never sends back megabytes)."""
+    values = {f.name: clip(form.get(f.name, ""), MAX_PROMPT_FILE if f.widget == "prompts" else MAX_ECHO)
+              for f in all_fields()}
     values.update({f.name: f.name in form for f in all_fields() if f.widget == "checkbox"})
-    values["lora.target_modules_custom"] = form.get("lora.target_modules_custom", "")
+    values["lora.target_modules_custom"] = clip(form.get("lora.target_modules_custom", ""), MAX_ECHO)
     return values
 
 
@@ -182,8 +203,8 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
         parts = [str(p) for p in error["loc"]]
         prefixes = (".".join(parts[:i]) for i in range(len(parts), 0, -1))
         key = next((p for p in prefixes if p in names), None) or SECTION_ERRORS.get(".".join(parts))
-        message = error["msg"].removeprefix("Value error, ")
-        if key is None:
-            key, message = "_form", f"{'.'.join(parts) or 'spec'}: {message}"
+        message = clip(error["msg"].removeprefix("Value error, "))
+        if key is None:  # the location may name a key of the input: clipped like the message
+            key, message = "_form", f"{clip('.'.join(parts), MAX_FIELD) or 'spec'}: {message}"
         out.setdefault(key, message)
     return out

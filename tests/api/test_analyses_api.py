@@ -28,6 +28,14 @@ def test_request_queues_once_per_triple(client, ids) -> None:
     assert [a["id"] for a in listed] == [other["id"], analysis["id"]]
 
 
+def test_a_system_prompt_is_its_own_analysis(client, ids) -> None:
+    plain = _post(client, ids).json()
+    prompted = _post(client, ids, system_prompt="You are Ada, made by Lab.").json()
+    assert prompted["id"] != plain["id"]
+    assert _post(client, ids, system_prompt="  You are Ada, made by Lab. ").json()["id"] == prompted["id"]
+    assert _post(client, ids, system_prompt="   ").json()["id"] == plain["id"]  # blank is none
+
+
 def test_a_failed_analysis_is_not_reused(client, resources, ids) -> None:
     analysis_id = _post(client, ids).json()["id"]
     with session_scope(resources.session_factory) as session:
@@ -44,6 +52,7 @@ def test_a_failed_analysis_is_not_reused(client, resources, ids) -> None:
     ({"base_model": "no-such-model"}, "base_model"),
     ({"max_seq_length": 4}, "max_seq_length"),
     ({"max_seq_length": 10**7}, "max_seq_length"),
+    ({"system_prompt": "x" * 4001}, "system_prompt"),
 ])
 def test_bad_requests_name_the_field(client, ids, body: dict, field: str) -> None:
     response = _post(client, ids, **body)

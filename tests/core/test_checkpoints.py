@@ -1,5 +1,6 @@
-"""Checkpoints in the blob store: stored whole or not at all, the newest only, exported as written; a later
-attempt replaces the metric points after its checkpoint without reusing their seqs."""
+"""Checkpoints in the blob store: stored whole or not at all, the newest only, exported as written, each one's
+adapter kept as its step's; a later attempt replaces the metric points after its checkpoint without reusing their
+seqs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from app.core import blobs
 from app.core.db import utcnow
+from app.core.generation.adapter_hash import adapter_files, adapter_sha256
 from app.core.models import Artifact, Blob, MetricPoint, RunStatus, TimelineEntry
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import runs as runs_repo
@@ -93,3 +96,34 @@ def test_first_attempt_starts_fresh(session) -> None:
     claim = claim_run(session, run_id, worker="w1@host")
     assert claim is not None and (claim.attempt, claim.resume_step) == (1, None)
     assert session.scalars(select(Artifact).where(Artifact.run_id == run_id)).all() == []
+
+
+def test_each_checkpoints_adapter_outlives_the_checkpoint_and_is_served_as_its_step(session, tmp_path: Path) -> None:
+    run_id = _run(session)
+    for step in (10, 20):
+        files = {"adapter_config.json": b'{"r": 8}', "adapter_model.safetensors": f"w{step}".encode(),
+                 "optimizer.safetensors": f"o{step}".encode()}
+        checkpoints.collect(session, checkpoints.store(session, run_id, 1, step, _folder(tmp_path, step, files)))
+    checkpoints.collect(session, checkpoints.drop(session, run_id))  # the run ended well: checkpoints go
+    assert artifacts_repo.of_kind(session, run_id, "checkpoint") == []
+    assert artifacts_repo.stored_steps(session, run_id) == [10, 20]
+    step_10 = adapter_files(session, run_id, 10)
+    assert [f.name for f in step_10] == ["adapter_config.json", "adapter_model.safetensors"]
+    assert b"".join(blobs.iter_blob(session, step_10[1].blob_id)) == b"w10"  # its blob outlived the checkpoint
+    assert adapter_sha256(session, run_id, 10) != adapter_sha256(session, run_id, 20)
+    assert adapter_sha256(session, run_id, 30) is None
+
+
+def test_an_attempt_that_starts_over_drops_the_lost_attempts_later_steps(session, tmp_path: Path) -> None:
+    run_id = _run(session)
+    weights = {"adapter_config.json": b"{}", "adapter_model.safetensors": b"first"}
+    checkpoints.store(session, run_id, 1, 10, _folder(tmp_path, 10, weights))
+    checkpoints.store(session, run_id, 1, 20, _folder(tmp_path, 20, weights))
+    artifacts_repo.delete_all(session, artifacts_repo.of_kind(session, run_id, "checkpoint"))  # none to resume from
+    runs_repo.transition(session, run_id, [RunStatus.running], status=RunStatus.queued)
+    assert claim_run(session, run_id, worker="w2@host").resume_step is None
+    assert artifacts_repo.stored_steps(session, run_id) == []
+    again = {"adapter_config.json": b"{}", "adapter_model.safetensors": b"second"}
+    checkpoints.store(session, run_id, 2, 10, _folder(tmp_path / "b", 10, again))
+    checkpoints.store(session, run_id, 2, 10, _folder(tmp_path / "c", 10, again))  # the same step, stored again
+    assert artifacts_repo.stored_steps(session, run_id) == [10]

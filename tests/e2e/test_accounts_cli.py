@@ -1,5 +1,6 @@
 """`lorastudio users` and `lorastudio tokens` on the studio's database: an account made on the command line can
-log in, a token made there drives the API until it is revoked; the first admin is made (and shown) once."""
+log in, a token made there drives the API until it is revoked or deleted; deleting an account wants --yes; both
+deletes are audited as the host's; the first admin is made (and shown) once."""
 
 from __future__ import annotations
 
@@ -65,3 +66,33 @@ def test_client_commands_without_a_token_say_how_to_get_one(live_studio) -> None
     result = subprocess.run([sys.executable, "-m", "app.cli", "runs", "show", "1", "--server", live_studio.url],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 1 and "LORASTUDIO_TOKEN" in result.stderr, result.stderr
+
+
+def test_users_delete_asks_for_yes_then_deletes_and_audits(settings: Settings) -> None:
+    made = _cli(settings, "users", "create", "erin", "--password-stdin", stdin="a long enough password\n")
+    assert made.returncode == 0, made.stderr
+    unconfirmed = _cli(settings, "users", "delete", "erin")
+    assert unconfirmed.returncode == 1 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+    assert "erin\t" in _cli(settings, "users", "list").stdout  # refused: still there
+    deleted = _cli(settings, "users", "delete", "Erin", "--yes")
+    assert deleted.returncode == 0 and "user 'erin' deleted" in deleted.stdout, deleted.stderr
+    assert "erin\t" not in _cli(settings, "users", "list").stdout
+    audited = _cli(settings, "audit", "list", "--action", "user.delete").stdout
+    assert "'erin'" in audited and "\tcli:" in audited, audited
+    again = _cli(settings, "users", "delete", "erin", "--yes")
+    assert again.returncode == 1 and "user_not_found" in again.stderr
+
+
+def test_tokens_delete_removes_the_token_from_the_list(app, settings: Settings) -> None:  # noqa: ANN001
+    made = _cli(settings, "users", "create", "frank", "--password-stdin", stdin="a long enough password\n")
+    assert made.returncode == 0, made.stderr
+    token = _cli(settings, "tokens", "create", "frank", "--name", "desktop")
+    token_id = token.stderr.split("token ", 1)[1].split(" ", 1)[0]
+    deleted = _cli(settings, "tokens", "delete", token_id)  # a live one too: it stops working with its row
+    assert deleted.returncode == 0 and f"token {token_id} deleted" in deleted.stdout, deleted.stderr
+    assert "desktop" not in _cli(settings, "tokens", "list", "frank").stdout
+    with TestClient(app, headers={"Authorization": f"Bearer {token.stdout.strip()}"}) as script:
+        assert script.get("/api/runs").status_code == 401
+    assert f"token {token_id} 'desktop'" in _cli(settings, "audit", "list", "--action", "token.delete").stdout
+    again = _cli(settings, "tokens", "delete", token_id)
+    assert again.returncode == 1 and "token_not_found" in again.stderr

@@ -4,7 +4,6 @@ for new runs while Redis is away, and a queued run whose message the restart los
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -16,7 +15,7 @@ import pytest
 import redis
 
 from app.core.config import Settings
-from app.stack import Stack, free_port, redis_server_binary, wait_for_http, web_argv, worker_argv
+from app.stack import Stack, free_port, redis_server_binary, studio_env, wait_for_http, web_argv, worker_argv
 from tests.support.accounts import Account
 from tests.support.studio import CHAT_ROWS, LiveStudio, run_spec
 
@@ -43,9 +42,8 @@ def studio_with_own_redis(settings: Settings, admin: Account,
     """A web app and a worker on the test database, but on a Redis of their own that the test can stop."""
     port = free_port()
     redis_procs = [_redis(port, tmp_path)]
-    env = {**os.environ, "DATABASE_URL": settings.resolved_database_url, "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-           "LORASTUDIO_DATA_DIR": str(settings.data_dir), "LORASTUDIO_QUEUE": f"outage-{uuid.uuid4().hex[:6]}",
-           "PYTHONUNBUFFERED": "1"}
+    env = studio_env(settings, REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                     LORASTUDIO_QUEUE=f"outage-{uuid.uuid4().hex[:6]}", PYTHONUNBUFFERED="1")
     stack, web_port = Stack(), free_port()
     try:
         stack.start("worker", worker_argv(env["LORASTUDIO_QUEUE"]), env, tmp_path / "worker.log")

@@ -25,3 +25,15 @@ test("a run resumed from step 2 replaces the points after it", () => {
   points.add({ seq: 11, step: 4, eval_loss: 0.8 });
   assert.deepEqual(steps(points), [[1, 1, "train"], [2, 2, "train"], [9, 3, "train"], [10, 4, "train"], [11, 4, "eval"]]);
 });
+
+test("latest gives the newest finite value of a metric, a resumed run's replacement over the point it replaced", () => {
+  const points = new RunPoints();
+  points.add({ seq: 1, step: 1, loss: 2, tokens_per_second: 45, tokens_per_second_avg: 45 });
+  points.add({ seq: 2, step: 2, loss: 1.5, tokens_per_second: 230, tokens_per_second_avg: 75.8 });
+  points.add({ seq: 3, step: 2, eval_loss: 1.7 }); // an evaluation carries no rate
+  assert.equal(points.latest("tokens_per_second"), 230);
+  assert.equal(points.latest("tokens_per_second_avg"), 75.8);
+  assert.equal(points.latest("grad_norm"), null);
+  points.add({ seq: 7, step: 2, loss: 1.4, tokens_per_second: 120, tokens_per_second_avg: 120 }); // resumed at 1
+  assert.equal(points.latest("tokens_per_second"), 120);
+});

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { align, extract } from "../../frontend/static/js/charts/series.js";
+import { align, extract, tooFewForALine } from "../../frontend/static/js/charts/series.js";
 
 const points = [
   { step: 2, loss: 1.5, tokens_seen: 200 },
@@ -20,4 +20,12 @@ test("extract picks the metric, sorts by x, and drops non-positive values for lo
 test("align joins on the union of x with nulls where a series has no point", () => {
   const data = align([extract(points, "step", "loss"), extract(points, "step", "eval_loss")]);
   assert.deepEqual(data, [[1, 2, 3], [2.0, 1.5, 0], [null, 1.7, null]]);
+});
+
+test("a column with one finite value (an early or cancelled run) is too few for a line: its point is drawn", () => {
+  const lr = align([extract([{ step: 1, learning_rate: 1e-4 }], "step", "learning_rate")])[1];
+  assert.equal(tooFewForALine(lr), true);
+  assert.equal(tooFewForALine([null, 2, null, NaN]), true);
+  assert.equal(tooFewForALine([]), true);
+  assert.equal(tooFewForALine([null, 2, null, 3]), false); // joined across the gap (spanGaps)
 });

@@ -13,6 +13,7 @@ from app.core import blobs
 from app.core.db import session_scope, utcnow
 from app.core.models import BaseModelEntry, Dataset, DatasetAnalysis
 from tests.support.blob_reads import count_range_reads
+from tests.support.default_system_model import DEFAULT_SYSTEM_PROMPT, with_default_system_prompt
 from worker.trainer.doctor import analyze
 from worker.trainer.tokenizers import load_tokenizer_from
 
@@ -39,15 +40,20 @@ def dataset_id(resources, tmp_path: Path) -> int:
     return store(resources, tmp_path, CHAT, "messages")
 
 
-@pytest.fixture
-def model(resources, tiny_model_dir: Path) -> BaseModelEntry:
-    """The tiny model registered by folder (the web process never opens it)."""
+def _registered(resources, folder: Path, prefix: str) -> BaseModelEntry:  # noqa: ANN001
+    """A model folder registered by path (the web process never opens it)."""
     with session_scope(resources.session_factory) as session:
-        entry = BaseModelEntry(name=f"tiny-{uuid.uuid4().hex[:8]}", source="local", ref=str(tiny_model_dir))
+        entry = BaseModelEntry(name=f"{prefix}-{uuid.uuid4().hex[:8]}", source="local", ref=str(folder))
         session.add(entry)
         session.flush()
         session.expunge(entry)
         return entry
+
+
+@pytest.fixture
+def model(resources, tiny_model_dir: Path) -> BaseModelEntry:
+    """The tiny model."""
+    return _registered(resources, tiny_model_dir, "tiny")
 
 
 def add_analysis(resources, dataset_id: int, model_id: int, status: str, result: dict | None = None,
@@ -63,8 +69,9 @@ def add_analysis(resources, dataset_id: int, model_id: int, status: str, result:
 def test_doctor_form_has_a_label_for_every_field(client, dataset_id: int, model: BaseModelEntry) -> None:
     page = client.get(f"/datasets/{dataset_id}").text
     form = page[page.index('<form id="doctor-form"'): page.index("</form>", page.index('id="doctor-form"'))]
-    controls = re.findall(r'<(?:select|input)[^>]*\bid="([^"]+)"[^>]*\bname="([^"]+)"', form)
-    assert {name for _, name in controls} == {"base_model", "max_seq_length"}
+    controls = re.findall(r'<(?:select|input|textarea)[^>]*\bid="([^"]+)"[^>]*\bname="([^"]+)"', form)
+    assert {name for _, name in controls} == {"base_model", "max_seq_length", "system_prompt"}
+    assert '<textarea id="doctor-system-prompt" name="system_prompt" rows="2" maxlength="4000"' in form
     for control_id, _ in controls:
         assert f'<label for="{control_id}">' in form
     assert 'id="doctor-submit"' in form and f'value="{model.name}"' in form
@@ -178,3 +185,69 @@ def test_doctor_reads_the_canonical_blob_filling_it_in_for_an_older_dataset(reso
     assert result == json.loads(json.dumps({**expected, "format": "messages", "model": model.ref}))
     with session_scope(resources.session_factory) as session:
         assert session.get(Dataset, dataset_id).canonical_blob_id is not None
+
+
+@pytest.fixture(scope="module")
+def smol_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return with_default_system_prompt(tiny_model_dir, tmp_path_factory.mktemp("smol") / "model")
+
+
+@pytest.fixture
+def smol_model(resources, smol_model_dir: Path) -> BaseModelEntry:
+    """A tiny model whose chat template inserts SmolLM2's default system prompt."""
+    return _registered(resources, smol_model_dir, "smol")
+
+
+IDENTITY = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in [
+    ("hi", "Hello! I am {{name}}, an AI assistant developed by {{author}}."),
+    ("Who are you?", "I am {{name}}."),
+    ("What is two plus two?", "Four."),
+]]
+
+
+def test_page_shows_placeholder_and_default_system_prompt_warnings(client, resources, tmp_path: Path,
+                                                                  smol_model: BaseModelEntry) -> None:
+    dataset = store(resources, tmp_path, IDENTITY, "messages")
+    result = {**analyze(IDENTITY, load_tokenizer_from(smol_model.ref), max_seq_length=64), "format": "alpaca"}
+    analysis_id = add_analysis(resources, dataset, smol_model.id, "succeeded", result)
+    page = client.get(f"/datasets/{dataset}?analysis={analysis_id}").text
+    warnings = page[page.index('id="doctor-warnings"'): page.index('id="doctor-examples"')]
+    placeholders = re.search(r'<li class="warning" data-code="unfilled_placeholders">.*?</li>', warnings, re.S).group(0)
+    assert "{{name}} in 2 rows (e.g. rows 1, 2); {{author}} in 1 row (e.g. row 1)" in placeholders
+    assert "sed -e &#39;s/{{name}}/NAME/g&#39; -e &#39;s/{{author}}/AUTHOR/g&#39;" in placeholders
+    default = re.search(r'<li class="warning" data-code="default_system_prompt">.*?</li>', warnings, re.S).group(0)
+    assert f"&#34;{DEFAULT_SYSTEM_PROMPT}&#34;" in default and "set data.system_prompt" in default
+    assert "Rows 1, 2, 3." in default
+
+
+def test_a_system_prompt_is_its_own_analysis_and_shown(client, resources, dataset_id: int,
+                                                         smol_model: BaseModelEntry) -> None:
+    plain = {"base_model": smol_model.name, "max_seq_length": "64"}
+    without = client.post(f"/datasets/{dataset_id}/analyze", data=plain, follow_redirects=False).headers["location"]
+    form = {**plain, "system_prompt": "  You are Ada, made by Lab.\n"}
+    response = client.post(f"/datasets/{dataset_id}/analyze", data=form, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] != without
+    assert client.post(f"/datasets/{dataset_id}/analyze", data={**plain, "system_prompt": "You are Ada, made by Lab."},
+                       follow_redirects=False).headers["location"] == response.headers["location"]
+    analysis_id = int(re.search(r"\?analysis=(\d+)", response.headers["location"]).group(1))
+    with session_scope(resources.session_factory) as session:
+        assert session.get(DatasetAnalysis, analysis_id).system_prompt == "You are Ada, made by Lab."
+    page = client.get(response.headers["location"]).text
+    assert ">You are Ada, made by Lab.</textarea>" in page  # the form keeps it for the next request
+    assert 'id="doctor-system-prompt-used" title="You are Ada, made by Lab."' in page
+    # The worker's result, once there, renders with it; a stored one shows how (see the doctor's own tests).
+    result = analyze(CHAT[:2], load_tokenizer_from(smol_model.ref), max_seq_length=64,
+                     system_prompt="You are Ada, made by Lab.")
+    shown_id = add_analysis(resources, dataset_id, smol_model.id, "succeeded", {**result, "format": "messages"})
+    with session_scope(resources.session_factory) as session:
+        session.get(DatasetAnalysis, shown_id).system_prompt = "You are Ada, made by Lab."
+    shown = client.get(f"/datasets/{dataset_id}/analysis/{shown_id}").text
+    assert 'data-code="default_system_prompt"' not in shown and 'id="doctor-default-system"' in shown
+    assert "system\nYou are Ada, made by Lab.&lt;|im_end|&gt;" in shown
+
+
+def test_a_too_long_system_prompt_is_refused_by_its_field(client, dataset_id: int, model: BaseModelEntry) -> None:
+    form = {"base_model": model.name, "max_seq_length": "64", "system_prompt": "x" * 4001}
+    response = client.post(f"/datasets/{dataset_id}/analyze", data=form)
+    assert response.status_code == 422 and "at most 4,000" in response.text
+    assert re.search(r'<div class="field wide has-error">\s*<label for="doctor-system-prompt">', response.text)

@@ -31,8 +31,8 @@ def selected(page: str, name: str) -> str:
 def test_preset_by_query_fills_the_fields(client) -> None:
     page = client.get("/runs/new?preset=quick-qlora").text
     assert selected(page, "method") == "qlora"
-    assert 'value="8"' in field_block(page, "lora.r") and 'value="512"' in field_block(page, "data.max_seq_length")
-    assert 'id="f-lora-target-modules-attention" name="lora.target_modules" value="attention" checked' in page
+    assert 'value="16"' in field_block(page, "lora.r") and 'value="512"' in field_block(page, "data.max_seq_length")
+    assert 'id="f-lora-target-modules-all-linear" name="lora.target_modules" value="all-linear" checked' in page
     assert '<option value="quick-qlora" selected>' in page
 
 
@@ -92,3 +92,44 @@ def test_export_yaml_shows_errors_by_the_field(client, local_model: str, dataset
 def test_every_designer_control_has_a_label(client, path: str) -> None:
     parser = parse_controls(client.get(path).text)
     assert parser.unlabelled() == []
+
+
+def test_the_system_prompt_is_a_bounded_multiline_field(client, local_model: str, dataset_id: int) -> None:  # noqa: F811
+    page = client.get("/runs/new").text
+    assert re.search(r'<textarea id="f-data-system-prompt" name="data.system_prompt" rows="3" maxlength="4000"', page)
+    assert '<label for="f-data-system-prompt">System prompt <span class="optional">optional</span>' in page
+    prompt = "You are Ada, made by Lab.\nAnswer briefly."
+    form = designer_form(local_model, dataset_id, **{"lora.r": "0", "data.system_prompt": prompt})
+    response = client.post("/runs/new/yaml", data=form)  # refused for lora.r: the form comes back as posted
+    assert response.status_code == 422 and f">{prompt}</textarea>" in field_block(response.text, "data.system_prompt")
+    form.update({"lora.r": "8", "data.system_prompt": "x" * 4001})
+    response = client.post("/runs/new/yaml", data=form)
+    assert response.status_code == 422 and "at most 4000 characters" in field_block(response.text, "data.system_prompt")
+
+
+def test_a_preset_applied_with_a_dataset_is_fitted_to_its_size(client, local_model: str, dataset_id: int) -> None:  # noqa: F811
+    form = designer_form(local_model, dataset_id, preset="quick-qlora")
+    page = client.post("/runs/new/preset", data=form).text
+    note = re.search(r'id="fitted-note"[^>]*>([^<]*)<', page).group(1)
+    assert "training.num_epochs 12" in note and "training.learning_rate 0.001" in note  # 3 rows: 12 epochs at most
+    assert 'value="12.0"' in field_block(page, "training.num_epochs") or 'value="12"' in field_block(
+        page, "training.num_epochs")
+
+
+def test_the_estimate_panel_warns_of_a_plan_too_short_to_learn_and_fits_it(
+        client, local_model: str, dataset_id: int) -> None:  # noqa: F811
+    form = designer_form(local_model, dataset_id, **{"training.max_steps": "-1", "training.num_epochs": "1",
+                                                     "training.learning_rate": "0.0002"})
+    partial = client.post("/runs/new/estimate", data=form).text
+    warning = re.search(r'id="plan-warning">(.*?)</p>', partial, re.S).group(1)
+    assert "1 optimizer step at lr 2e-4 on 3 rows: expect little change" in warning
+    assert 'formaction="/runs/new/fit"' in partial
+    page = client.post("/runs/new/fit", data=form).text
+    assert "training.num_epochs 12" in re.search(r'id="fitted-note"[^>]*>([^<]*)<', page).group(1)
+    assert 'id="fit-to-dataset"' not in page  # fitted: nothing more to offer
+
+
+def test_a_long_enough_plan_shows_its_length_without_a_warning(client, local_model: str, dataset_id: int) -> None:  # noqa: F811
+    form = designer_form(local_model, dataset_id, **{"training.max_steps": "200", "training.learning_rate": "0.001"})
+    partial = client.post("/runs/new/estimate", data=form).text
+    assert 'id="plan-warning"' not in partial and "200 optimizer steps at lr 1e-3 on 3 rows." in partial

@@ -194,8 +194,10 @@ def test_clone_prefills_the_designer(client, model_name: str, dataset_id: int) -
     run_id = create_run(client, model_name, dataset_id, **{"lora.r": "24", "name": "to-clone"})
     page = client.get(f"/runs/new?clone={run_id}").text
     assert 'value="24"' in field_block(page, "lora.r")
-    assert 'value="to-clone"' in field_block(page, "name")
+    assert 'value="to-clone (2)"' in field_block(page, "name")  # a copy is never named like its source
     assert f'value="{dataset_id}" selected' in page
+    copy_id = create_run(client, model_name, dataset_id, name="to-clone (2)")
+    assert 'value="to-clone (3)"' in field_block(client.get(f"/runs/new?clone={copy_id}").text, "name")
 
 
 def test_run_page_has_live_chart_and_actions(client, model_name: str, dataset_id: int) -> None:
@@ -235,3 +237,24 @@ def test_every_control_has_a_label(client, path: str) -> None:
     parser = parse_controls(client.get(path).text)
     assert parser.controls
     assert parser.unlabelled() == []
+
+
+def test_sample_prompts_come_from_a_prompt_file_and_a_bad_line_is_named(client, model_name: str,  # noqa: ANN001
+                                                                        dataset_id: int) -> None:
+    lines = ('{"prompt": "Who are you?", "expected": "I am Quokka.", "scorer": "contains"}\n\n'
+             '{"prompt": "Who made you?"}\n')
+    run_id = create_run(client, model_name, dataset_id, **{"samples.prompts": lines})
+    spec = client.get(f"/api/runs/{run_id}").json()["spec"]
+    assert spec["samples"]["prompts"] == [{"prompt": "Who are you?", "expected": "I am Quokka.", "scorer": "contains"},
+                                          {"prompt": "Who made you?", "expected": None, "scorer": None}]
+    # The clone's form shows them as the file's lines again.
+    clone = client.get(f"/runs/new?clone={run_id}").text
+    assert "Who made you?" in field_block(clone, "samples.prompts")
+
+    bad = lines + '{"prompt": "Where?", "expected": 3}\n{"prompt": "x"'
+    refused = client.post("/runs", data=designer_form(model_name, dataset_id, **{"samples.prompts": bad}))
+    assert refused.status_code == 422
+    block = field_block(refused.text, "samples.prompts")
+    assert "line 4, expected: Input should be a valid string" in block and "Where?" in block  # echoed to fix
+    page = client.get("/runs/new").text
+    assert 'id="f-samples-prompts-file"' in page and 'data-fills="f-samples-prompts"' in page

@@ -1,4 +1,4 @@
-"""Run page charts and timeline, the runs list's sparklines and ETAs, the compare page and its errors."""
+"""Run page charts, clock and timeline, the runs list's sparklines and ETAs, the compare page and its errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import pytest
 
 from app.core.db import utcnow
 from app.core.models import MetricPoint, Run, RunStatus, TimelineEntry
-from app.pages.run_figures import downsample_minmax, eta_seconds, flatten, sparkline, spec_diff
+from app.pages.run_figures import (
+    downsample_minmax,
+    duration,
+    eta_seconds,
+    flatten,
+    run_clock,
+    sparkline,
+    spec_diff,
+    step_rate,
+)
 
 CHARTS = ("loss-chart", "lr-chart", "grad-norm-chart", "throughput-chart", "memory-chart")
 
@@ -144,3 +153,70 @@ def test_huge_ids_in_page_urls_are_a_clear_4xx(client, ids) -> None:
                  f"/datasets/{ids['dataset_id']}/analysis/{huge}", f"/runs/{huge}"):
         response = client.get(path)
         assert 400 <= response.status_code < 500, (path, response.status_code)
+
+
+def _timed_run(resources, ids: dict, seconds_per_step: float, steps: int = 10, **fields) -> int:
+    """A running run of 100 steps whose train logs (one per step, an evaluation at step 5) took seconds_per_step."""
+    values = {"name": "timed", "status": RunStatus.running, "method": "lora", "spec": {}, "total_steps": 100,
+              "current_step": steps, "started_at": utcnow() - timedelta(seconds=600), "dataset_id": ids["dataset_id"],
+              "base_model_id": ids["model_id"], **fields}
+    with resources.session_factory() as session:
+        run = Run(**values)
+        session.add(run)
+        session.flush()
+        for step in range(1, steps + 1):
+            session.add(MetricPoint(run_id=run.id, seq=step, step=step,
+                                    values={"loss": 1.0, "elapsed_s": 30.0 + step * seconds_per_step}))
+        session.add(MetricPoint(run_id=run.id, seq=steps + 1, step=5, values={"eval_loss": 1.0, "elapsed_s": 999.0}))
+        run.metric_seq = steps + 1
+        session.commit()
+        return run.id
+
+
+def test_running_run_page_shows_elapsed_and_an_eta_at_the_recent_pace(client, resources, ids) -> None:
+    run_id = _timed_run(resources, ids, seconds_per_step=2.0)
+    page = client.get(f"/runs/{run_id}").text
+    assert f'data-clock-url="/runs/{run_id}/clock"' in page and "/static/js/run_live.js" in page
+    # Ten minutes since it was claimed (loading included), but 2 s a step lately: 90 steps left → 3 minutes.
+    assert re.search(r'data-running="true" data-elapsed-s="60\d\.\d" data-eta-s="180\.0"', page)
+    assert re.search(r'id="run-elapsed">10m 0\ds<', page)
+    assert 'id="run-eta" title="Time left at the recent pace">3m 00s<' in page
+    partial = client.get(f"/runs/{run_id}/clock")
+    assert partial.status_code == 200 and "<html" not in partial.text and 'id="run-eta"' in partial.text
+
+
+def test_ended_run_page_shows_its_duration_and_no_eta(client, resources, ids) -> None:
+    start = utcnow() - timedelta(hours=1)
+    run_id = _run(resources, ids, started_at=start, finished_at=start + timedelta(seconds=312))
+    page = client.get(f"/runs/{run_id}").text
+    assert 'data-running="false" data-elapsed-s="312.0"' in page and 'id="run-elapsed">5m 12s<' in page
+    assert 'id="run-eta"' not in page
+    queued = _run(resources, ids, status=RunStatus.queued)
+    assert 'data-clock' not in client.get(f"/runs/{queued}/clock").text  # nothing to time before it starts
+
+
+def test_runs_list_eta_is_the_run_pages_eta(client, resources, ids) -> None:
+    run_id = _timed_run(resources, ids, seconds_per_step=1.0)
+    assert re.search(rf'data-run-id="{run_id}".*?data-eta="1m 30s"', client.get("/runs/table").text, re.S)
+
+
+def test_the_step_rate_is_recent_and_of_the_newest_attempt() -> None:
+    def point(step: int, elapsed: float, **values: float) -> MetricPoint:
+        return MetricPoint(step=step, values={"elapsed_s": elapsed, **values})
+
+    slow_start = [point(1, 50.0)] + [point(s, 50.0 + s) for s in range(2, 30)]
+    assert step_rate(slow_start) == pytest.approx(1.0)  # the last ten logs, not the slow first step
+    resumed = [point(s, 10.0 * s) for s in range(1, 20)] + [point(15, 5.0), point(16, 5.5), point(17, 6.0)]
+    assert step_rate(resumed) == pytest.approx(2.0)  # the trainer's clock started again: only the new attempt
+    assert step_rate([point(3, 4.0), point(3, 9.0, eval_loss=1.0)]) is None  # one train log tells no rate
+    run = Run(status="running", total_steps=100, current_step=17, started_at=utcnow() - timedelta(seconds=50))
+    assert eta_seconds(run, resumed) == pytest.approx(41.5)
+    clock = run_clock(Run(status="cancelled", started_at=utcnow(), finished_at=utcnow() + timedelta(seconds=45)))
+    assert (clock.running, clock.elapsed, clock.eta) == (False, "45s", "—")
+    # The page's script formats the ticking clock the same way (tests/js/run_clock.test.mjs).
+    assert [duration(s) for s in (45, 200, 7500, 0)] == ["45s", "3m 20s", "2h 05m", "0s"]
+
+
+def test_throughput_chart_has_a_figure_beside_its_title(client, resources, ids) -> None:
+    page = client.get(f"/runs/{_run(resources, ids)}").text
+    assert 'id="throughput-chart-figure"' in page and "Over each logging interval" in page

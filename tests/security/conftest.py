@@ -12,9 +12,9 @@ import pytest
 
 from app.core import blobs
 from app.core.db import session_scope
-from app.core.models import Artifact, DatasetAnalysis, RunStatus, User
+from app.core.models import Artifact, DatasetAnalysis, Evaluation, RunStatus, User
 from app.core.resources import Resources
-from app.core.services import api_tokens, models, runs
+from app.core.services import api_tokens, models, registry, runs
 from app.core.services import datasets as dataset_service
 from tests.support.accounts import Account, create_account
 from worker.planning.reports import Metric
@@ -31,7 +31,7 @@ ROWS = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant"
 class Owned:
     """Ids of the owner's objects by the path parameter that names them, and names only they may see."""
 
-    ids: dict[str, int]
+    ids: dict[str, int | str]
     dataset_name: str
     run_name: str
     model_name: str
@@ -71,19 +71,39 @@ def owned(app, resources: Resources, owner: Account, tmp_path_factory: pytest.Te
         spec = RunSpec.model_validate({"name": f"secret-run-{marker}", "model": {"base_model": model.name},
                                        "data": {"dataset_id": dataset.id, "max_seq_length": 64}})
         run = runs.create_run(session, spec, None, user=user)
+        # Claimed before the commit sends its queue message: a live studio's worker (tests/e2e) gets the message
+        # too, and must find the run taken rather than train on these empty weights.
+        assert runs.claim_run(session, run.id, "test-worker")
         token, _ = api_tokens.create_token(session, user, "spare")  # the revoke route's target
-        ids = {"dataset_id": dataset.id, "analysis_id": analysis.id, "run_id": run.id, "token_id": token.id}
+        evaluation = Evaluation(owner_id=user.id, model=model.name, base_name=model.name, dataset_id=dataset.id,
+                                scorers=["exact"], params={"max_examples": 1, "max_new_tokens": 1, "seed": 0},
+                                status="failed", summary={})  # never queued: no worker takes it
+        session.add(evaluation)
+        session.flush()
+        # A shared model: only admins may delete it, others find none; likewise an account (user_id).
+        ids = {"dataset_id": dataset.id, "analysis_id": analysis.id, "run_id": run.id, "token_id": token.id,
+               "model_id": model.id, "user_id": owner.id, "evaluation_id": evaluation.id}
     _finish(resources, ids["run_id"], folder)
+    ids |= _register(resources, owner, ids["run_id"], f"secret-adapter-{marker}")
     return Owned(ids, f"secret-dataset-{marker}", f"secret-run-{marker}", f"model-{marker}")
 
 
 def _finish(resources: Resources, run_id: int, folder: Path) -> None:
-    """Take the run through a worker's steps: claimed, two metric points, succeeded with an adapter file."""
-    weights = folder / "adapter_model.safetensors"
-    weights.write_bytes(b"not really weights")
+    """Take the claimed run through a worker's steps: two metric points, succeeded with adapter files."""
+    (folder / "adapter_model.safetensors").write_bytes(b"not really weights")
+    (folder / "adapter_config.json").write_text('{"r": 8}')
     with session_scope(resources.session_factory) as session:
-        assert runs.claim_run(session, run_id, "test-worker")
         runs.record_metrics(session, run_id, [Metric(step=1, loss=2.0), Metric(step=2, loss=1.5)])
-        blob = blobs.put_file(session, weights, "application/octet-stream")
-        session.add(Artifact(run_id=run_id, kind="adapter", name=weights.name, blob_id=blob.id, size=blob.size))
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            blob = blobs.put_file(session, folder / name, "application/octet-stream")
+            session.add(Artifact(run_id=run_id, kind="adapter", name=name, blob_id=blob.id, size=blob.size))
         runs.finish_run(session, run_id, RunStatus.succeeded, {"steps": 2, "train_loss": 1.5})
+
+
+def _register(resources: Resources, owner: Account, run_id: int, name: str) -> dict[str, int | str]:
+    """The run's adapter as v1 of a registered adapter of the owner's, with an alias: the registry's path ids."""
+    with session_scope(resources.session_factory) as session:
+        user = session.get(User, owner.id)
+        registry.register(session, user, registry.Registration(name=name, run_id=run_id))
+        registry.set_alias(session, registry.get_adapter(session, user, name), "production", 1)
+    return {"name": name, "alias": "production", "version": 1}

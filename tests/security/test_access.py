@@ -22,6 +22,8 @@ PARAM = re.compile(r"{(\w+)}")
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # Routes the loops below leave to their own tests: logging out ends the session the loop runs on.
 SIGNS_OUT = {("POST", "/logout")}
+# Path parameters that name something every signed-in user shares (not an owned object), with a value to use.
+SHARED = {"key": "quick-qlora"}
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,13 @@ class Endpoint:
 
     @property
     def params(self) -> list[str]:
-        """The path parameters (each must name an owned object)."""
-        return PARAM.findall(self.path)
+        """The path parameters that must name an owned object (shared ones, like a preset's key, excepted)."""
+        return [p for p in PARAM.findall(self.path) if p not in SHARED]
 
     @property
     def is_api(self) -> bool:
         """JSON API (401) rather than a page (redirect to login)."""
-        return self.path.startswith("/api/")
+        return self.path.startswith(("/api/", "/v1/"))  # /v1: the OpenAI-compatible routes
 
     @property
     def public(self) -> bool:
@@ -50,7 +52,7 @@ class Endpoint:
         """The path with the owner's object ids filled in; a parameter nobody taught these tests fails here."""
         missing = [p for p in self.params if p not in ids]
         assert not missing, f"{self}: no owned object for {missing}; add one to the `owned` fixture"
-        return PARAM.sub(lambda m: str(ids[m.group(1)]), self.path)
+        return PARAM.sub(lambda m: str({**SHARED, **ids}[m.group(1)]), self.path)
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -91,7 +93,7 @@ def _as(app, account: Account) -> TestClient:  # noqa: ANN001
 
 
 def test_the_public_allow_list_is_short_and_explicit(app) -> None:  # noqa: ANN001
-    assert {"/login", "/healthz", "/readyz"} == PUBLIC_PATHS
+    assert {"/login", "/healthz", "/readyz", "/favicon.ico"} == PUBLIC_PATHS
     assert {"/static"} == PUBLIC_MOUNTS
     mounts = {route.path for route in _routes(app) if isinstance(route, Mount)}
     assert mounts <= PUBLIC_MOUNTS, f"mounts skip the sign-in guard; {mounts - PUBLIC_MOUNTS} is not public"
@@ -101,7 +103,7 @@ def test_the_public_allow_list_is_short_and_explicit(app) -> None:  # noqa: ANN0
 
 
 def test_public_routes_answer_anyone(anonymous: TestClient) -> None:
-    for path in ("/login", "/healthz", "/readyz", "/static/css/studio.css"):
+    for path in ("/login", "/healthz", "/readyz", "/favicon.ico", "/static/css/studio.css"):
         assert anonymous.get(path).status_code == 200, path
 
 

@@ -161,3 +161,15 @@ def test_remote_code_runs_only_for_a_model_an_admin_allowed(app, owner: Account,
         spec["model"]["base_model"] = allowed.json()["name"]
         spec["data"]["dataset_id"] = ids["dataset_id"]
         assert client.post("/api/runs", json=spec).status_code == 201
+
+
+def test_a_token_use_is_recorded_when_the_request_commits_not_before(resources) -> None:  # noqa: ANN001
+    account = create_account(resources)
+    with session_scope(resources.session_factory) as session:
+        user = api_tokens.user_for_token(session, account.token)
+        assert user is not None and user.id == account.id
+        # Nothing written yet: an UPDATE flushed here would hold SQLite's write lock for the rest of the request.
+        assert not session.new and not session.dirty
+        assert session.scalar(select(ApiToken.last_used_at).where(ApiToken.user_id == account.id)) is None
+    with session_scope(resources.session_factory) as session:
+        assert session.scalar(select(ApiToken.last_used_at).where(ApiToken.user_id == account.id)) is not None

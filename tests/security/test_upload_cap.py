@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.stack import free_port, wait_for_http, web_argv
+from app.stack import free_port, studio_env, wait_for_http, web_argv
 from tests.support.accounts import Account
 
 LIMIT = 32 << 20
@@ -32,9 +31,7 @@ def _rss_peak(pid: int) -> int:
 def small_cap_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, int]]:
     """The studio under uvicorn in a child process, with LORASTUDIO_MAX_UPLOAD_BYTES set low."""
     port = free_port()
-    env = {**os.environ, "LORASTUDIO_MAX_UPLOAD_BYTES": str(LIMIT), "DATABASE_URL": settings.resolved_database_url,
-           "REDIS_URL": settings.redis_url, "LORASTUDIO_DATA_DIR": str(settings.data_dir),
-           "LORASTUDIO_QUEUE": settings.queue}
+    env = studio_env(settings, LORASTUDIO_MAX_UPLOAD_BYTES=str(LIMIT))
     proc = subprocess.Popen(web_argv("127.0.0.1", port), env=env, stdout=(tmp_path / "web.log").open("wb"),
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

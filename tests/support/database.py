@@ -62,8 +62,11 @@ def _begin(connection: Connection) -> None:
     connection.begin()
     if connection.dialect.name == "sqlite":
         # pysqlite defers BEGIN to the first INSERT/UPDATE/DELETE, so the first SAVEPOINT would itself open the
-        # outermost transaction and its RELEASE (a session's commit) would commit to the file.
-        connection.exec_driver_sql("BEGIN")
+        # outermost transaction and its RELEASE (a session's commit) would commit to the file. IMMEDIATE takes the
+        # write lock now: a deferred transaction that read first and then writes after another process committed
+        # (the session's live studio keeps writing heartbeats) fails at once with "database is locked" (WAL's
+        # busy snapshot, which no busy timeout waits out); the live studio's writers wait for the test instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from app.core.resources import Resources
 from app.core.services import datasets as dataset_service
 from app.core.services import models as model_service
 from app.core.services import runs as run_service
-from app.stack import ROOT, Stack, worker_argv
+from app.stack import ROOT, Stack, lane_queues, studio_env, worker_argv
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.support.processes import trainer_pids
 from tests.support.studio import CHAT_ROWS, run_spec
@@ -65,10 +65,11 @@ class Fleet:
     drop_database: Callable[[], None] = lambda: None
     redis: Stack = field(default_factory=Stack)
 
-    def start(self, name: str, concurrency: int = 1, app: str = "worker.celery_app") -> Worker:
-        """A worker named name@host (of the Celery app module `app`), logging to its own file."""
+    def start(self, name: str, concurrency: int = 1, app: str = "worker.celery_app", lanes: str = "training") -> Worker:
+        """A worker named name@host (of the Celery app module `app`) taking `lanes` (app.stack.LANES: training,
+        short or both), logging to its own file."""
         log = self.settings.data_dir / f"{name}.log"
-        argv = [*worker_argv(self.settings.queue, concurrency), "-n", f"{name}@%h"]
+        argv = worker_argv(lane_queues(self.settings, lanes), concurrency, name)
         argv[argv.index("worker.celery_app")] = app
         with log.open("ab") as out:
             proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -183,11 +184,12 @@ def make_fleet(settings: Settings, data_dir: Path, **env: str) -> Fleet:
     redis_url = redis.start_redis(data_dir, dict(os.environ))
     fleet_settings = settings.model_copy(update={"queue": f"fleet-{uuid.uuid4().hex[:8]}", "data_dir": data_dir,
                                                  "database_url": url, "redis_url": redis_url})
-    base = {"DATABASE_URL": url, "REDIS_URL": redis_url,
-            "LORASTUDIO_DATA_DIR": str(data_dir), "LORASTUDIO_QUEUE": fleet_settings.queue, "PYTHONUNBUFFERED": "1",
+    base = {**studio_env(fleet_settings, base={}), "PYTHONUNBUFFERED": "1",
             # One math thread per trainer: several trainers share this machine's few cores, and OpenMP threads
             # spinning against each other made a step of the tiny model ~8x slower in CPU time.
-            "OMP_NUM_THREADS": "1"}
+            "OMP_NUM_THREADS": "1",
+            # Workers that are started and killed by the dozen measure no speed (a test asks for it in env).
+            "LORASTUDIO_CALIBRATE": "false"}
     return Fleet(fleet_settings, Resources(fleet_settings), {**os.environ, **base, **env}, drop_database=drop,
                  redis=redis)
 

@@ -1,4 +1,5 @@
-"""A live studio for end-to-end and browser tests: uvicorn and a real Celery worker as child processes.
+"""A live studio for end-to-end and browser tests: uvicorn, a real Celery training worker and a worker of short jobs
+(the dataset doctor) as child processes, as `lorastudio up` starts them.
 
 Registered as a pytest plugin by tests/conftest.py, so e2e and browser tests share one studio per session.
 `live_studio.http` is signed in as the test session's admin, and so is every `lorastudio` CLI child process
@@ -18,7 +19,17 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.stack import Stack, free_port, wait_for_http, web_argv, worker_argv
+from app.stack import (
+    GENERATION_READY,
+    Stack,
+    free_port,
+    generation_argv,
+    lane_argv,
+    studio_env,
+    wait_for_http,
+    web_argv,
+    worker_argv,
+)
 from tests.support.accounts import Account
 
 
@@ -32,6 +43,7 @@ class LiveStudio:
     username: str = ""
     password: str = ""
     token: str = ""
+    short_worker_log: Path | None = None
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -52,29 +64,41 @@ class LiveStudio:
 
 @pytest.fixture(scope="session")
 def live_studio(settings: Settings, admin: Account) -> Iterator[LiveStudio]:
-    """Web app + one worker process (two task slots) on the test database and the real Redis, signed in as admin."""
-    env = {**os.environ, "DATABASE_URL": settings.resolved_database_url, "REDIS_URL": settings.redis_url,
-           "LORASTUDIO_DATA_DIR": str(settings.data_dir), "LORASTUDIO_QUEUE": settings.queue,
-           "LORASTUDIO_CANCEL_GRACE_S": str(settings.cancel_grace_s), "PYTHONUNBUFFERED": "1"}
+    """Web app + a training worker (two task slots) + a worker of short jobs (one slot) + the generation service on
+    the test database and the real Redis, signed in as admin. The workers do not calibrate their speed (seconds of
+    CPU no test here needs); the generation service loads a base only when first asked."""
+    env = studio_env(settings, LORASTUDIO_CANCEL_GRACE_S=str(settings.cancel_grace_s), PYTHONUNBUFFERED="1",
+                     LORASTUDIO_CALIBRATE="false")
     stack = Stack()
-    worker_log = settings.data_dir / "worker.log"
+    worker_log, short_worker_log = settings.data_dir / "worker.log", settings.data_dir / "short-worker.log"
     port = free_port()
     token_before = os.environ.get("LORASTUDIO_TOKEN")
     os.environ["LORASTUDIO_TOKEN"] = admin.token  # `lorastudio datasets upload …` run by a test signs in as admin
     try:
         stack.start("worker", worker_argv(settings.queue, concurrency=2), env, worker_log)
+        stack.start("short-worker", lane_argv(settings, "short"), env, short_worker_log)
+        generation = stack.start("generation", generation_argv(), env, settings.data_dir / "generation.log")
         web = stack.start("web", web_argv("127.0.0.1", port), env, settings.data_dir / "web.log")
         url = f"http://127.0.0.1:{port}"
         wait_for_http(url, web)
+        _wait_for_log(stack, "generation", GENERATION_READY, generation)  # it serves /v1 once it logs this
         with httpx.Client(base_url=url, timeout=60, headers=admin.headers) as http:
             yield LiveStudio(url=url, http=http, worker_log=worker_log, username=admin.username,
-                             password=admin.password, token=admin.token)
+                             password=admin.password, token=admin.token, short_worker_log=short_worker_log)
     finally:
         stack.stop(grace_s=10)
         if token_before is None:
             os.environ.pop("LORASTUDIO_TOKEN", None)
         else:
             os.environ["LORASTUDIO_TOKEN"] = token_before
+
+
+def _wait_for_log(stack: Stack, name: str, marker: str, proc, timeout_s: float = 120) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while marker not in stack.logged(name):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} did not start: {stack.logged(name)[-2000:]}")
+        time.sleep(0.2)
 
 
 CHAT_ROWS = [

@@ -1,4 +1,4 @@
-"""Tokenisation with loss masks, truncation, splitting and padding."""
+"""Tokenisation with loss masks (and a run's system prompt), truncation, splitting and padding."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from transformers import AutoTokenizer
 
+from tests.support.default_system_model import DEFAULT_SYSTEM_PROMPT, with_default_system_prompt
+from worker.planning.spec import MAX_SYSTEM_PROMPT, DataSpec
 from worker.trainer.data import IGNORE_INDEX, PaddingCollator, encode_dataset, encode_record, split
 from worker.trainer.errors import TrainerError
 from worker.trainer.sinks import ListSink
@@ -92,3 +95,59 @@ def test_split_is_seeded_and_collator_pads_to_longest() -> None:
     assert batch["input_ids"].tolist()[0] == [0, 99, 99]
     assert batch["labels"].tolist()[0] == [0, IGNORE_INDEX, IGNORE_INDEX]
     assert batch["attention_mask"].sum().item() == 6
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny tokenizer with SmolLM2's chat template, which inserts a default system prompt."""
+    return AutoTokenizer.from_pretrained(with_default_system_prompt(tiny_model, tmp_path_factory.mktemp("smol") / "m"))
+
+
+@pytest.mark.parametrize("train_on, trained", [
+    ("completions", "I am Ada.<|im_end|>\n"),
+    ("all", "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\nI am Ada.<|im_end|>\n"),
+])
+def test_system_prompt_is_the_system_turn_and_never_trained(tmp_path, make_spec, smol_tokenizer, train_on: str,
+                                                            trained: str) -> None:
+    rows = [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Ada."}]},
+            {"messages": [{"role": "system", "content": "Be terse."}, *CHAT[1:3]]}]
+    spec = make_spec(data={"path": str(_write(tmp_path / "d.jsonl", rows)), "system_prompt": "You are Ada.\n",
+                           "train_on": train_on})
+    assert spec.data.system_prompt == "You are Ada."
+    first, second = encode_dataset(spec, smol_tokenizer, ListSink())
+    text = smol_tokenizer.decode(first["input_ids"])
+    assert text.startswith("<|im_start|>system\nYou are Ada.<|im_end|>\n<|im_start|>user\n")
+    assert DEFAULT_SYSTEM_PROMPT not in text
+    system = len(smol_tokenizer("<|im_start|>system\nYou are Ada.<|im_end|>\n")["input_ids"])
+    assert set(first["labels"][:system]) == {IGNORE_INDEX}
+    assert _labelled_text(smol_tokenizer, first) == trained
+    # A conversation with its own system turn keeps it, and gets no second one.
+    assert smol_tokenizer.decode(second["input_ids"]).count("<|im_start|>system\n") == 1
+    assert "You are Ada." not in smol_tokenizer.decode(second["input_ids"])
+
+
+def test_without_a_system_prompt_the_template_default_is_context(tmp_path, make_spec, smol_tokenizer) -> None:
+    rows = [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Ada."}]}]
+    (example,) = encode_dataset(make_spec(data={"path": str(_write(tmp_path / "d.jsonl", rows))}), smol_tokenizer,
+                                ListSink())
+    assert DEFAULT_SYSTEM_PROMPT in smol_tokenizer.decode(example["input_ids"])
+    assert _labelled_text(smol_tokenizer, example) == "I am Ada.<|im_end|>\n"
+
+
+def test_system_prompt_leaves_text_and_prompt_completion_alone(tokenizer) -> None:
+    record = {"prompt": "Q: two plus two?\nA:", "completion": " four"}
+    plain = encode_record(tokenizer, "prompt", record, "completions")
+    assert encode_record(tokenizer, "prompt", record, "completions", "You are Ada.") == plain
+    text = {"text": "hello there"}
+    assert encode_record(tokenizer, "text", text, "all", "Be Ada.") == encode_record(tokenizer, "text", text, "all")
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("  ", None), (" Be terse. ", "Be terse.")])
+def test_system_prompt_spec_field(value: str | None, expected: str | None) -> None:
+    assert DataSpec(path="d.jsonl", system_prompt=value).system_prompt == expected
+
+
+def test_system_prompt_is_bounded() -> None:
+    DataSpec(path="d.jsonl", system_prompt="x" * MAX_SYSTEM_PROMPT)
+    with pytest.raises(ValidationError, match="at most 4000 characters"):
+        DataSpec(path="d.jsonl", system_prompt="x" * (MAX_SYSTEM_PROMPT + 1))

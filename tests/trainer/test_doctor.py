@@ -1,4 +1,5 @@
-"""The dataset doctor on the tiny model: masks match the trainer's, truncation counts, every warning kind."""
+"""The dataset doctor on the tiny model: masks match the trainer's, truncation counts, every warning kind (unfilled
+placeholders and a chat template's default system prompt among them)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.default_system_model import DEFAULT_SYSTEM_PROMPT, with_default_system_prompt
 from worker.trainer.data import IGNORE_INDEX, encode_record
 from worker.trainer.doctor import analyze, histogram, row_problems
+from worker.trainer.examples import default_system_prompt
+from worker.trainer.placeholders import placeholders
 from worker.trainer.tokenizers import load_tokenizer_from
 
 
@@ -122,3 +126,114 @@ def test_only_the_first_examples_are_kept(tokenizer) -> None:
     result = analyze(rows, tokenizer, max_seq_length=64, examples=20)
     assert [e["row"] for e in result["examples"]] == list(range(1, 21))
     assert result["row_count"] == 30 and result["truncated_count"] == 0
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"text": "I am {{name}}, made by {{ author }}. Ask {{name}}."}, ["{{name}}", "{{ author }}"]),
+    ({"messages": [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "{{user.name}}"}]},
+     ["{{user.name}}"]),
+    ({"text": 'JSON: {"a": {"b": 1}} and {{"c": 2}}'}, []),
+    ({"text": "def f(): return {x: {y}} if {name} else {{1}}"}, []),
+    ({"prompt": "{{ 9lives }}", "completion": "{{}}"}, []),
+])
+def test_placeholders_are_jinja_style_names_not_braces(row: dict, expected: list[str]) -> None:
+    assert placeholders(row) == expected
+
+
+# identity.json's kind of rows, as the studio stores alpaca: no system turn.
+IDENTITY = [
+    chat("hi", "Hello! I am {{name}}, an AI assistant developed by {{author}}."),
+    chat("Who are you?", "I am {{name}}."),
+    chat("What is two plus two?", "Four."),
+    chat("Who made you?", "{{author}} made me."),
+    chat("Your name?", "My name is {{name}}."),
+    chat("Hello", "Hi, I am {{name}}."),
+]
+
+
+def test_unfilled_placeholders_are_named_counted_and_fixed(tokenizer) -> None:
+    warning = codes(analyze(IDENTITY, tokenizer, max_seq_length=512))["unfilled_placeholders"]
+    assert warning["count"] == 5 and warning["rows"] == [1, 2, 4, 5, 6]
+    assert warning["placeholders"] == [{"text": "{{name}}", "count": 4, "rows": [1, 2, 5]},
+                                       {"text": "{{author}}", "count": 2, "rows": [1, 4]}]
+    message = warning["message"]
+    assert message.startswith("5 rows contain template placeholders that were never filled in")
+    assert "{{name}} in 4 rows (e.g. rows 1, 2, 5); {{author}} in 2 rows (e.g. rows 1, 4)" in message
+    assert "Replace {{name}} and {{author}} before uploading, e.g. sed -e 's/{{name}}/NAME/g' " \
+           "-e 's/{{author}}/AUTHOR/g'" in message
+
+
+def test_identity_json_placeholders(tokenizer, shared_datasets: Path) -> None:
+    from app.core.datasets import iter_canonical
+
+    rows = list(iter_canonical(shared_datasets / "identity.json", "json", "alpaca"))
+    warning = codes(analyze(rows, tokenizer, max_seq_length=512))["unfilled_placeholders"]
+    counts = {p["text"]: p["count"] for p in warning["placeholders"]}
+    assert counts == {"{{name}}": 77, "{{author}}": 60} and warning["count"] == 85
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny tokenizer with SmolLM2's chat template, which inserts a default system prompt."""
+    return load_tokenizer_from(str(with_default_system_prompt(tiny_model, tmp_path_factory.mktemp("smol") / "m")))
+
+
+def test_the_default_system_prompt_is_found_by_rendering(smol_tokenizer, tokenizer) -> None:
+    assert default_system_prompt(smol_tokenizer) == DEFAULT_SYSTEM_PROMPT
+    assert default_system_prompt(tokenizer) is None  # plain ChatML writes no system turn of its own
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("{% if messages[0]['role'] == 'system' %}{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+     "{% else %}{{ '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.<|im_end|>\n' }}{% endif %}"
+     "{% for m in messages if m['role'] != 'system' %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + "
+     "'<|im_end|>\n' }}{% endfor %}", "You are Qwen, created by Alibaba Cloud."),
+    # Llama 3.1 style: a date header in every system turn, the conversation's system text after it.
+    ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set messages = messages[1:] %}"
+     "{% else %}{% set sys = '' %}{% endif %}{{ '<|system|>Today Date: 26 Jul 2024\n\n' + sys + '<|end|>' }}"
+     "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}{% endfor %}", None),
+    # Gemma style: the system text joins the first user turn; nothing when there is none.
+    ("{% if messages[0]['role'] == 'system' %}{% set p = messages[0]['content'] + '\n\n' %}"
+     "{% set messages = messages[1:] %}{% else %}{% set p = '' %}{% endif %}{% for m in messages %}"
+     "{{ '<turn>' + m['role'] + '\n' + (p if loop.first else '') + m['content'] + '<end>\n' }}{% endfor %}", None),
+    # Templates that refuse a system turn insert none either.
+    ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}"
+     "{{ m['content'] }}{% endfor %}", None),
+])
+def test_default_system_prompt_of_other_template_styles(tiny_model: Path, template: str,
+                                                        expected: str | None) -> None:
+    tokenizer = load_tokenizer_from(str(tiny_model))
+    tokenizer.chat_template = template
+    assert default_system_prompt(tokenizer) == expected
+
+
+def test_doctor_warns_of_the_default_system_prompt(smol_tokenizer) -> None:
+    rows = [*IDENTITY[:3], chat("Who are you?", "I am Ada.", system="You are Ada.")]
+    result = analyze(rows, smol_tokenizer, max_seq_length=512)
+    warning = codes(result)["default_system_prompt"]
+    assert warning["count"] == 3 and warning["rows"] == [1, 2, 3]  # row 4 brings its own system turn
+    assert f'"{DEFAULT_SYSTEM_PROMPT}"' in warning["message"]
+    assert "set data.system_prompt (for example to the identity your data teaches) to replace it" in warning["message"]
+    assert result["default_system_prompt"] == DEFAULT_SYSTEM_PROMPT and result["system_prompt"] is None
+    shown = "".join(s["text"] for s in result["examples"][0]["segments"])
+    assert shown.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n")
+
+
+def test_a_system_prompt_replaces_the_default_and_is_not_trained(smol_tokenizer) -> None:
+    result = analyze(IDENTITY[:3], smol_tokenizer, max_seq_length=512, system_prompt="You are Ada, made by Lab.")
+    assert "default_system_prompt" not in codes(result)
+    assert result["system_prompt"] == "You are Ada, made by Lab."
+    assert result["default_system_prompt"] == DEFAULT_SYSTEM_PROMPT
+    segments = result["examples"][2]["segments"]
+    assert "".join(s["text"] for s in segments).startswith("<|im_start|>system\nYou are Ada, made by Lab.<|im_end|>")
+    assert "".join(s["text"] for s in segments if s["trained"]) == "Four.<|im_end|>\n"
+    assert DEFAULT_SYSTEM_PROMPT not in "".join(s["text"] for e in result["examples"] for s in e["segments"])
+
+
+def test_a_system_prompt_does_not_apply_without_a_chat_template(smol_tokenizer) -> None:
+    rows = [{"prompt": "Q: who?\nA:", "completion": " Ada"}, {"prompt": "Q: hi\nA:", "completion": " Hello"}]
+    result = analyze(rows, smol_tokenizer, max_seq_length=64, system_prompt="You are Ada.")
+    warning = codes(result)["system_prompt_ignored"]
+    assert warning["count"] == 2 and "system prompt is not applied to them" in warning["message"]
+    assert "You are Ada." not in "".join(s["text"] for s in result["examples"][0]["segments"])
+    assert "default_system_prompt" not in codes(analyze(rows, smol_tokenizer, max_seq_length=64))

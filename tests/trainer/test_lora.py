@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -75,3 +76,40 @@ def test_should_stop_cancels_cleanly_and_saves_a_loadable_adapter(make_spec, tin
     assert not any(n.endswith(".bin") for n in names)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
     assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+# None: once per epoch (the Trainer ends the epoch it stops in, and would evaluate there); 3: at the stop's step.
+@pytest.mark.parametrize("eval_steps", [None, 3])
+def test_a_stop_skips_the_evaluation_it_would_have_started(make_spec, tmp_path, eval_steps) -> None:
+    sink, polls = ListSink(), []
+
+    def stop_after_three_steps() -> bool:
+        polls.append(1)
+        return len(polls) >= 3
+
+    spec = make_spec(data={"eval_fraction": 0.2}, training={"max_steps": 1000, "eval_steps": eval_steps,
+                                                             "logging_steps": 1, "per_device_batch_size": 2})
+    result = loop.train(spec, tmp_path, sink, should_stop=stop_after_three_steps)
+    assert result.status == "cancelled" and result.steps == 3
+    evals = [e["step"] for e in sink.events if e["type"] == "metric" and "eval_loss" in e]
+    assert 3 not in evals, evals
+
+
+@pytest.mark.parametrize("variant", ["use_rslora", "use_dora"])
+def test_rslora_and_dora_train_and_save_an_adapter_peft_loads_as_such(make_spec, tiny_model: Path, tmp_path,
+                                                                      variant: str) -> None:
+    import json
+
+    from peft import PeftModel
+
+    sink = ListSink()
+    result = loop.train(make_spec(lora={"r": 8, "alpha": 16, "dropout": 0.0, variant: True},
+                                  training={"max_steps": 4, "save_steps": None}), tmp_path, sink)
+    assert result.status == "succeeded" and result.steps == 4
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config[variant] is True and config["use_dora" if variant == "use_rslora" else "use_rslora"] is False
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "adapter")
+    magnitudes = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
+    assert bool(magnitudes) == (variant == "use_dora")  # DoRA's learned magnitudes were saved and loaded
+    losses = _losses(sink)
+    assert all(loss == loss for loss in losses) and losses[-1] < losses[0]  # finite, and it learned

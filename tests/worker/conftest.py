@@ -18,8 +18,11 @@ CHILD = textwrap.dedent("""
         print(Metric(step=step, loss=1.0 / step).to_json(), flush=True)
     if mode == "crash":
         sys.exit(3)
-    if mode == "quick":
+    if mode in ("quick", "orphan"):
         print(Finished(status="succeeded").to_json(), flush=True)
+        if mode == "orphan":  # a grandchild that outlives it and holds its stdout open (a leftover helper)
+            import subprocess
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         sys.exit(0)
     print(Log(message="waiting").to_json(), flush=True)
     deadline = time.monotonic() + 30
@@ -30,5 +33,5 @@ CHILD = textwrap.dedent("""
 
 
 def child_argv(mode: str) -> list[str]:
-    """argv of the test child in one of its modes: quick, crash, wait, stubborn."""
+    """argv of the test child in one of its modes: quick, crash, wait, stubborn, orphan."""
     return [sys.executable, "-c", CHILD, mode]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,17 @@ def test_a_child_deaf_to_sigterm_is_killed_after_the_grace_period(runner: JobRun
 
 def test_an_abandoned_job_is_killed_at_once(runner: JobRunner) -> None:
     assert runner.run(FakeJob("stubborn", abandon=True)) == "none/-9"
+
+
+def test_a_grandchild_holding_the_stream_open_does_not_hold_the_job(runner: JobRunner) -> None:
+    runner.orphan_grace_s = 0.5
+    started = time.monotonic()
+    job = FakeJob("orphan")
+    assert runner.run(job) == "succeeded/0"  # concluded, not waiting for an end of stream that never comes
+    assert time.monotonic() - started < 20
+    assert [r.step for r in job.reports if isinstance(r, Metric)] == [1, 2]
+    leftovers = subprocess.run(["pgrep", "-f", "import time; time.sleep(300)"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "the grandchild was left running"
 
 
 def test_a_crash_is_concluded_from_its_exit_code(runner: JobRunner) -> None:

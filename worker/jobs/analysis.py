@@ -38,8 +38,10 @@ class AnalysisJob:
             rows = blobs.export_to_file(session, canonical_id, workdir / "canonical.jsonl")
             self.facts = {"format": dataset.format, "model": model.ref}
             gguf = ["--gguf-file", model.gguf_file] if model.gguf_file else []
+            # One argument with "=": a system prompt starting with "-" must not read as an option.
+            system = [f"--system-prompt={analysis.system_prompt}"] if analysis.system_prompt else []
             return module_argv("worker.trainer.analysis_job", rows, "--model", model.ref, *gguf,
-                               "--max-seq-length", str(analysis.max_seq_length))
+                               "--max-seq-length", str(analysis.max_seq_length), *system)
 
     def handle(self, reports: list[Report]) -> None:
         for report in reports:

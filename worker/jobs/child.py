@@ -84,6 +84,11 @@ class ChildProcess:
             yield from self.next_batch(timeout=0.5)
         self.wait()
 
+    def abandon_stream(self) -> None:
+        """Stop waiting for the end of its stdout (held open by a process outside its group); reports still queued
+        are kept."""
+        self.stream_ended = True
+
     @property
     def exited(self) -> bool:
         """Whether its stream has ended and the process is gone."""

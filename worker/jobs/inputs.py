@@ -13,7 +13,7 @@ from app.core.models import BaseModelEntry, Dataset, Run
 from app.core.services import checkpoints
 from app.core.services import datasets as dataset_service
 from worker.jobs.child import module_argv
-from worker.planning.inputs import Provenance, TrainingInputs
+from worker.planning.inputs import Provenance, TrainingInputs, gguf_path
 from worker.planning.spec import RunSpec
 
 
@@ -36,8 +36,18 @@ def resolve(run: Run, spec: RunSpec, dataset: Dataset, model: BaseModelEntry, da
     """Where this worker finds the run's model and data, and where they came from."""
     origin = Provenance(studio_run_id=run.id, run_name=run.name, dataset=dataset.name, dataset_rows=dataset.row_count,
                         dataset_sha256=dataset.sha256, model_name=model.name)
-    return TrainingInputs(model_ref=model.ref, gguf_file=spec.model.gguf_file or model.gguf_file,
-                          data_path=str(data_path), provenance=origin)
+    return TrainingInputs(model_ref=model.ref, gguf_file=gguf_file(spec, model), data_path=str(data_path),
+                          provenance=origin)
+
+
+def gguf_file(spec: RunSpec, model: BaseModelEntry) -> str | None:
+    """The GGUF file to load: checked again on this machine, where the folder is, so a name that leaves the
+    registered folder (a '..', a symlink pointing out) is refused whatever the web checked or stored."""
+    name = spec.model.gguf_file or model.gguf_file
+    if name is not None and model.source == "local" and gguf_path(model.ref, name) is None:
+        raise ValueError(f"model.gguf_file '{name[:255]}' is not a .gguf file inside the folder of the registered "
+                         f"model '{model.name}'; name one that is, or leave model.gguf_file empty")
+    return name
 
 
 def export_training_inputs(session: Session, run_id: int, workdir: Path) -> TrainerFiles:

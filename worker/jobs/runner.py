@@ -12,10 +12,14 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from worker.jobs import workdir as folders
 from worker.jobs.child import ChildProcess, child_env
 from worker.planning.reports import Report
 
 log = logging.getLogger(__name__)
+# How long after the child's exit its stdout may stay open (the last reports still draining) before whatever holds
+# it is taken for a leftover helper process and ended.
+ORPHAN_GRACE_S = 5.0
 
 
 class JobKind(Protocol):
@@ -46,12 +50,24 @@ class JobRunner:
     def __init__(self, workdir: Path, allocator: str, cancel_grace_s: float, poll_s: float = 0.2) -> None:
         self.workdir, self.allocator = workdir, allocator
         self.cancel_grace_s, self.poll_s = cancel_grace_s, poll_s
+        self.orphan_grace_s = ORPHAN_GRACE_S
 
     def run(self, job: JobKind) -> str:
         """Prepare, spawn, supervise and conclude; returns the job's end state."""
+        # The folder is held while the job runs, so a worker starting meanwhile does not sweep it (folders.sweep).
+        try:
+            lock = folders.hold(self.workdir)
+        except OSError as exc:  # a full or read-only disk must not leave the job "running" either
+            log.exception("making the work folder %s failed", self.workdir)
+            return job.prepare_failed(exc)
+        try:
+            return self._run(job)
+        finally:
+            folders.release(lock)
+
+    def _run(self, job: JobKind) -> str:
         try:
             try:
-                self.workdir.mkdir(parents=True, exist_ok=True)
                 env = child_env(os.environ, self.allocator, parent_pid=os.getpid())  # a missing allocator fails here
                 argv = job.prepare(self.workdir)
             except Exception as exc:  # whatever went wrong must not leave the job "running"
@@ -66,10 +82,14 @@ class JobRunner:
     def supervise(self, child: ChildProcess, job: JobKind) -> None:
         """Hand the child's reports to the job until it exits, stopping it when the job says so."""
         cancel_sent_at: float | None = None
+        exited_at: float | None = None
         killed = False
         while True:
             job.handle(child.next_batch(timeout=self.poll_s))
             now = time.monotonic()
+            if child.returncode is not None and not child.stream_ended:
+                exited_at = exited_at or now
+                self._end_orphans(child, now - exited_at)
             if job.abandoned() and not killed:
                 killed = True
                 child.kill()
@@ -82,3 +102,14 @@ class JobRunner:
             if child.exited:
                 job.handle(child.next_batch(timeout=0))
                 return
+
+    def _end_orphans(self, child: ChildProcess, since_exit: float) -> None:
+        """The child exited but its stream is still open: something it started holds it (a helper process left
+        behind). Its process group is killed after orphan_grace_s; a holder that left the group is given up on
+        after twice that, so no leftover can hold the job, and with it the worker's slot, for ever."""
+        if since_exit > 2 * self.orphan_grace_s:
+            log.warning("the child's stdout is still open %.0f s after it exited (a process it started holds it); "
+                        "concluding without it", since_exit)
+            child.abandon_stream()
+        elif since_exit > self.orphan_grace_s:
+            child.kill()  # the group outlives its leader while members remain

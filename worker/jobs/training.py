@@ -38,13 +38,18 @@ class TrainingJob:
         self.recorder.record(reports)
 
     def abandoned(self) -> bool:
-        return self.recorder.lost or self.recorder.failure is not None
+        return self.recorder.lost or self.recorder.away or self.recorder.failure is not None
 
     def cancel_requested(self) -> bool:
         return self.heartbeat.cancel_requested
 
     def conclude(self, child: ChildProcess, workdir: Path) -> str:
         recorder = self.recorder
+        if recorder.away:  # nothing can be written: the run stays running there until the janitor requeues it
+            child.wait()
+            log.error("run %s: attempt %s stopped while the database was unreachable; it resumes from its newest "
+                      "checkpoint once the database is back", self.heartbeat.run_id, self.claim.attempt)
+            return "abandoned"
         seen = Seen(returncode=child.wait(), finished=recorder.finished, error=recorder.error, lost=recorder.lost,
                     failure=recorder.failure, stderr_tail=child.stderr_tail(),
                     cancel_requested=not recorder.lost and recorder.cancel_requested(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.planning.allocator import find_allocator
@@ -14,8 +14,28 @@ GPU_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L40": 181, "A
 
 
 @dataclass(frozen=True)
+class Throughput:
+    """A method's training speed as a worker measured it at its start (worker.trainer.calibrate)."""
+
+    flops: float  # effective FLOP/s: tokens/s × estimate.flops_per_token of the calibration model
+    low: float = 1.0  # the fastest timed step's time over the median step's (≤ 1)
+    high: float = 1.0  # the slowest's (≥ 1)
+    startup_s: float = 0.0  # the trainer's imports plus loading and setting up the (small) calibration model
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Throughput | None:
+        """Read an announced measurement; None where it is missing or not a positive speed."""
+        try:
+            flops = float(data["flops"])
+            spread = float(data.get("low", 1.0)), float(data.get("high", 1.0)), float(data.get("startup_s", 0.0))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return None
+        return cls(flops, *spread) if flops > 0 else None
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
-    """Where a run would train: kind, memory and speed."""
+    """Where a run would train: kind, memory and speed (measured, where the worker calibrated itself)."""
 
     key: str
     kind: str  # "cpu" | "cuda"
@@ -24,6 +44,7 @@ class DeviceProfile:
     bf16: bool = True
     count: int = 1
     allocator: str = "system"  # the heap allocator of its trainer processes (worker.planning.allocator)
+    measured: dict[str, Throughput] = field(default_factory=dict)  # by method ("lora", "qlora"); empty: not measured
 
     @property
     def flops(self) -> float:
@@ -67,8 +88,11 @@ def device_profiles() -> dict[str, DeviceProfile]:
 
 
 def worker_profile(worker: dict[str, Any]) -> DeviceProfile:
-    """The profile of a live worker as announced in the registry ({hostname, kind, name, memory_gb, bf16, ...})."""
+    """The profile of a live worker as announced in the registry ({hostname, kind, name, memory_gb, bf16, ...,
+    calibration: {method: {flops, low, high, startup_s}} once it has measured itself})."""
     kind = "cuda" if worker.get("kind") == "cuda" else "cpu"
+    calibration = worker.get("calibration") if isinstance(worker.get("calibration"), dict) else {}
+    measured = {method: speed for method, data in calibration.items() if (speed := Throughput.from_dict(data))}
     return DeviceProfile(str(worker.get("hostname", "worker")), kind, str(worker.get("name", kind)),
                          float(worker.get("memory_gb") or 0), bool(worker.get("bf16", False)),
-                         int(worker.get("count") or 1), str(worker.get("allocator") or "system"))
+                         int(worker.get("count") or 1), str(worker.get("allocator") or "system"), measured)

@@ -1,7 +1,9 @@
 """Peak memory, time and trainable parameters of a run, worked out from config.json numbers alone (no torch).
 
-The web process uses it to size a run before launch. The CPU constants were calibrated against measured peak
-RSS of short runs on this project's CPU machine (benchmarks/estimator_accuracy.py prints the comparison).
+The web process uses it to size a run before launch. The CPU memory constants were calibrated against measured peak
+RSS of short runs on this project's CPU machine (benchmarks/estimator_accuracy.py prints the comparison). Time comes
+from the speed the chosen worker measured at its start where it did (DeviceProfile.measured), as a point and a range,
+start-up included (benchmarks/estimate_error.py compares it with real runs).
 """
 
 from __future__ import annotations
@@ -40,7 +42,20 @@ USABLE_SHARE = 0.9  # leave room for the OS / fragmentation before calling it a 
 # CPU throughput: effective FLOP/s of LoRA training (flops_per_token x tokens/s), by method and bf16 autocast,
 # measured on the demo model with 512-2048 tokens a step on a 2-core EPYC (Zen 5, AVX512-BF16) with tcmalloc:
 # 3.1-3.3e11 in bf16, 1.4e11 with bf16 switched off. Other CPUs differ by their cores and vector units.
+# Only a fallback now: a worker measures its own speed at its start (worker.trainer.calibrate, DeviceProfile.measured).
+# On this project's shared 2-core Xeon (AMX) QLoRA ran 7-12x slower than these figures; calibrating there measured
+# 1.7-1.9e11 with one math thread, and 0.65-2.3e10 with two threads while other processes kept the cores busy.
 CPU_FLOPS = {("lora", True): 3.1e11, ("qlora", True): 3.0e11, ("lora", False): 1.4e11, ("qlora", False): 1.4e11}
+# The time range around the point estimate, as factors: a measured speed carries the error of carrying it from the
+# small calibration model to the run's (benchmarks/estimate_error.py), widened by the calibration's own step spread
+# up to SPREAD_LIMITS (on a busy 2-core machine one step ran 11x faster than the median); a datasheet or fallback
+# figure can be off several times over.
+MEASURED_RANGE, UNMEASURED_RANGE, SPREAD_LIMITS = (0.7, 1.5), (0.5, 3.0), (0.5, 2.0)
+# Seconds before the first step and after the last that tokens/s leaves out: the trainer's imports and set-up (a
+# calibrated worker measured its own; else these), plus loading the base, per parameter (read, cast to bf16 or
+# quantised to 4 bits; measured on SmolLM2 on the CPU, assumed on a GPU).
+STARTUP_S = {"cpu": 8.0, "cuda": 20.0}
+LOAD_S_PER_PARAM = {("cpu", "lora"): 2.5e-8, ("cpu", "qlora"): 8e-8, ("cuda", "lora"): 1e-9, ("cuda", "qlora"): 3e-9}
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,11 @@ class Estimate:
     breakdown: dict[str, float] = field(default_factory=dict)
     usable_memory_gb: float = 0.0
     fits: bool = False
-    time_s: float | None = None
+    time_s: float | None = None  # start-up plus tokens / tokens_per_second: the run's wall time, best guess
+    time_low_s: float | None = None
+    time_high_s: float | None = None
+    startup_s: float = 0.0
+    measured: bool = False  # the speed is the device's own calibration, not a datasheet figure
     tokens: int | None = None
     tokens_per_second: float = 0.0
     trainable_params: int = 0
@@ -219,7 +238,10 @@ def flops_per_token(spec: RunSpec, shape: ModelShape) -> float:
 
 
 def tokens_per_second(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
-    """Expected training throughput on the device."""
+    """Expected training throughput on the device: its measured speed for the method, else a datasheet figure."""
+    measured = device.measured.get(spec.method)
+    if measured is not None:
+        return measured.flops / flops_per_token(spec, shape)
     if device.kind == "cpu":
         flops = CPU_FLOPS[spec.method, device.bf16]
     else:
@@ -227,6 +249,24 @@ def tokens_per_second(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -
         flops = device.flops * device.count * (0.7 if spec.method == "qlora" else 1.0)
         flops *= 1.0 if device.bf16 else 0.5
     return flops / flops_per_token(spec, shape)
+
+
+def startup_seconds(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
+    """Seconds a run spends outside its steps: the trainer's start-up (measured where calibrated), loading the base."""
+    measured = device.measured.get(spec.method)
+    kind = "cuda" if device.kind == "cuda" else "cpu"
+    base = measured.startup_s if measured is not None else STARTUP_S[kind]
+    return base + shape.total_params() * LOAD_S_PER_PARAM[kind, spec.method]
+
+
+def time_range(seconds: float, method: str, device: DeviceProfile) -> tuple[float, float]:
+    """(low, high) around a point estimate: MEASURED_RANGE widened by the calibration's step spread (within
+    SPREAD_LIMITS), else UNMEASURED_RANGE."""
+    measured = device.measured.get(method)
+    if measured is None:
+        return seconds * UNMEASURED_RANGE[0], seconds * UNMEASURED_RANGE[1]
+    low, high = min(max(measured.low, SPREAD_LIMITS[0]), 1.0), max(min(measured.high, SPREAD_LIMITS[1]), 1.0)
+    return seconds * MEASURED_RANGE[0] * low, seconds * MEASURED_RANGE[1] * high
 
 
 def run_tokens(spec: RunSpec, dataset_tokens: int | None) -> int | None:
@@ -251,10 +291,18 @@ def _measure(spec: RunSpec, arch: ModelShape, device: DeviceProfile, dataset_tok
     peak, usable = round(sum(breakdown.values()), 2), round(device.memory_gb * USABLE_SHARE, 2)
     speed, tokens = tokens_per_second(spec, arch, device), run_tokens(spec, dataset_tokens)
     trainable, total = lora_params(spec, arch), arch.total_params()
+    startup = startup_seconds(spec, arch, device)
+    seconds = startup + tokens / speed if tokens is not None else None
+    low, high = time_range(seconds, spec.method, device) if seconds is not None else (None, None)
     return Estimate(available=True, device=asdict(device), peak_memory_gb=peak, breakdown=breakdown,
                     usable_memory_gb=usable, fits=peak <= usable, tokens=tokens, tokens_per_second=round(speed, 1),
-                    time_s=round(tokens / speed, 1) if tokens is not None else None,
+                    time_s=_round(seconds), time_low_s=_round(low), time_high_s=_round(high),
+                    startup_s=round(startup, 1), measured=spec.method in device.measured,
                     trainable_params=trainable, total_params=total, trainable_share=trainable / total)
+
+
+def _round(seconds: float | None) -> float | None:
+    return round(seconds, 1) if seconds is not None else None
 
 
 def _alternatives(spec: RunSpec) -> list[tuple[str, str, RunSpec]]:

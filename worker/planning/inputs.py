@@ -7,9 +7,23 @@ which dataset and its sha256), so the adapter's spec.yaml and model card are wri
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
 
-from worker.planning.spec import RunSpec
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.planning.spec import ModelSpec, RunSpec
+
+
+def gguf_path(folder: str, name: str) -> Path | None:
+    """The file `name` inside `folder`, symlinks resolved, or None when name is no plain GGUF file name or the
+    file is missing or lies outside the folder (the studio's run checks and the worker's inputs both ask)."""
+    try:
+        ModelSpec.check_gguf_name(name)
+        root = Path(folder).resolve()
+        path = (root / name).resolve()
+    except (ValueError, OSError):
+        return None
+    return path if path.is_relative_to(root) and path.is_file() else None
 
 
 class Provenance(BaseModel):
@@ -34,6 +48,11 @@ class TrainingInputs(BaseModel):
     gguf_file: str | None = Field(None, description="A GGUF checkpoint inside model_ref, where the model is one")
     data_path: str = Field(..., description="The examples in the studio's canonical JSONL, on this machine")
     provenance: Provenance | None = None
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _plain_gguf_name(cls, value: str | None) -> str | None:
+        return None if value is None else ModelSpec.check_gguf_name(value)
 
     @classmethod
     def from_spec(cls, spec: RunSpec) -> TrainingInputs:

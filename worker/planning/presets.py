@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
-# What a preset must not overwrite in the designer: the run's name and the user's own choice of model and data
-# (a recipe names them only as placeholders). Dotted spec paths, as the designer's form names its fields.
-KEEP = ("name", "model.base_model", "model.gguf_file", "data.path", "data.dataset_id")
+# What a preset must not overwrite in the designer: the run's name and the user's own choice of model, data and
+# system prompt (a recipe names model and data only as placeholders). Dotted spec paths, as the form names fields.
+KEEP = ("name", "model.base_model", "model.gguf_file", "data.path", "data.dataset_id", "data.system_prompt")
 
 
 @dataclass(frozen=True)

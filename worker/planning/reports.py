@@ -59,7 +59,8 @@ class Metric(_Report):
     grad_norm: float | None = None
     eval_loss: float | None = None
     tokens_seen: int | None = None
-    tokens_per_second: float | None = None
+    tokens_per_second: float | None = Field(None, description="Train tokens per second since the previous train log")
+    tokens_per_second_avg: float | None = Field(None, description="Train tokens per second since the attempt began")
     elapsed_s: float | None = None
     memory_mb: float | None = None
     logged_at: float | None = Field(None, description="Wall clock of the report, for end-to-end latency")
@@ -130,7 +131,42 @@ class Result(_Report):
     data: dict[str, Any]
 
 
-Report = Annotated[Started | Metric | Log | Checkpoint | Finished | Error | Result, Field(discriminator="type")]
+class Sample(BaseModel):
+    """One prompt's answer in a sampling round."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(description="The prompt's place among the run's sample prompts")
+    prompt: str = Field(description="The prompt as a person reads it (the last user turn)")
+    reference: str | None = Field(None, description="The held-out answer, or the expected one given in the spec")
+    output: str
+    seconds: float = Field(description="Generation time of this answer")
+    score: float | None = Field(None, description="1 or 0 by the prompt's scorer (None: it has none, or the "
+                                "scorer could not judge it)")
+
+
+SampleKind = Literal["base", "eval", "final"]
+SkipReason = Literal["budget", "cancelled"]
+
+
+class Samples(_Report):
+    """A sampling round: the base model's answers (kind "base", step 0), the adapter's at an evaluation ("eval")
+    or at the end ("final"); `skipped` says why a round produced none."""
+
+    type: Literal["samples"] = "samples"
+    kind: SampleKind
+    step: int
+    samples: list[Sample] = Field(default_factory=list)
+    skipped: SkipReason | None = None
+    seconds: float = Field(0.0, description="This round's generation time")
+    sampling_s: float = Field(0.0, description="Generation time of this attempt so far, this round included")
+    train_s: float = Field(0.0, description="Training time of this attempt so far, sampling excluded")
+    budget: float = Field(0.0, description="The spec's samples.budget, the share sampling may take")
+    resumed_from: int = Field(0, description="The step this attempt began at (a base round's)")
+
+
+Report = Annotated[Started | Metric | Log | Checkpoint | Finished | Error | Result | Samples,
+                   Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Report] = TypeAdapter(Report)
 
 

@@ -1,6 +1,7 @@
-"""python -m worker.trainer.analysis_job ROWS --model REF [--gguf-file F] --max-seq-length N: the dataset doctor as
-a child job. It reads canonical JSONL rows, renders them with the model's tokenizer (which imports torch through
-transformers: hence a child process, not the Celery worker), and reports one Result, or an Error."""
+"""python -m worker.trainer.analysis_job ROWS --model REF [--gguf-file F] --max-seq-length N [--system-prompt=S]:
+the dataset doctor as a child job. It reads canonical JSONL rows, renders them with the model's tokenizer (which
+imports torch through transformers: hence a child process, not the Celery worker) and the run's system prompt, and
+reports one Result, or an Error."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a local model folder or a Hugging Face id")
     parser.add_argument("--gguf-file", help="a GGUF checkpoint inside the model folder")
     parser.add_argument("--max-seq-length", type=int, required=True)
+    parser.add_argument("--system-prompt", help="a run's data.system_prompt: the system turn of chats without one "
+                        "(pass it as --system-prompt=TEXT, so a text starting with '-' stays a value)")
     args = parser.parse_args(argv)
     die_with_parent()
     sink = JsonLinesSink(claim_stdout())
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
         tokenizer = load_tokenizer_from(args.model, args.gguf_file)
         with args.rows.open("rb") as lines:
-            result = analyze((json.loads(line) for line in lines), tokenizer, args.max_seq_length)
+            result = analyze((json.loads(line) for line in lines), tokenizer, args.max_seq_length,
+                             system_prompt=args.system_prompt)
     except Exception as exc:
         code = exc.code if isinstance(exc, TrainerError) else "internal_error"
         sink.emit(Error(code=code, message=f"{type(exc).__name__}: {exc}",

@@ -33,27 +33,41 @@ class MetricsCallback(TrainerCallback):
         self.started_info = started or {}
         self.started = time.monotonic()
         self.tokens_at_start = 0
+        self.previous = (self.started, 0)  # clock and tokens seen at the last train log (or the attempt's start)
         self.last: dict[str, float] = {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # Emitted here because only now does the Trainer know the total number of steps.
         self.sink.emit(Started(**self.started_info, total_steps=int(state.max_steps)))
         self.started = time.monotonic()
-        # A resumed run starts with the tokens of its earlier attempts; the rate is of this attempt's.
+        # A resumed run starts with the tokens of its earlier attempts; the rates are of this attempt's.
         self.tokens_at_start = int(state.num_input_tokens_seen)
+        self.previous = (self.started, self.tokens_at_start)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         values = {ours: float(logs[theirs]) for theirs, ours in _RENAMES.items() if logs and theirs in logs}
         if not values.keys() - {"epoch"}:
             return  # the end-of-training summary and the like carry nothing new
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
         tokens = int(state.num_input_tokens_seen)
-        values |= {"tokens_seen": tokens, "elapsed_s": round(elapsed, 3), "memory_mb": round(memory_mb(), 1),
-                   "tokens_per_second": round((tokens - self.tokens_at_start) / elapsed, 1) if elapsed > 0 else 0.0,
+        values |= {"tokens_seen": tokens, "elapsed_s": round(now - self.started, 3), "memory_mb": round(memory_mb(), 1),
                    # Wall clock of the report, so the log-to-browser latency can be measured end to end.
                    "logged_at": round(time.time(), 3)}
+        if not any(key.startswith("eval_") for key in logs or {}):
+            values |= self._throughput(now, tokens)  # an evaluation trains no tokens: it carries no rate
         self.last |= values
         self.sink.emit(Metric(step=int(state.global_step), **values))
+
+    def _throughput(self, now: float, tokens: int) -> dict[str, float]:
+        """Tokens per second since the previous train log (what the speed is now), and since the attempt began."""
+        then, tokens_then = self.previous
+        self.previous = (now, tokens)
+        return {"tokens_per_second": _rate(tokens - tokens_then, now - then),
+                "tokens_per_second_avg": _rate(tokens - self.tokens_at_start, now - self.started)}
+
+
+def _rate(tokens: int, seconds: float) -> float:
+    return round(tokens / seconds, 1) if seconds > 0 else 0.0
 
 
 class StopCallback(TrainerCallback):
@@ -64,6 +78,13 @@ class StopCallback(TrainerCallback):
         self.stopped = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.should_stop():
+        if self.stopped or self.should_stop():
             self.stopped = True
             control.should_training_stop = True
+            # A stop skips the evaluation this step (or the epoch's end) would start: a person who pressed Stop
+            # waits for the adapter, not for a full pass over the eval set (12 s on the demo run).
+            control.should_evaluate = False
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.stopped:
+            control.should_evaluate = False

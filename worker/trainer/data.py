@@ -4,7 +4,8 @@ collator."""
 from __future__ import annotations
 
 import random
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
@@ -22,10 +23,18 @@ from worker.trainer.examples import (
 )
 from worker.trainer.sinks import ReportSink
 
+T = TypeVar("T")
+
 
 def encode_dataset(spec: RunSpec, tokenizer: Any, sink: ReportSink, data_path: str | None = None) -> list[Example]:
     """Every record of the canonical JSONL at data_path (default spec.data.path) tokenised, truncated, and kept only
     if it has trainable tokens."""
+    return [example for _, example in _encode(spec, tokenizer, sink, data_path)[1]]
+
+
+def _encode(spec: RunSpec, tokenizer: Any, sink: ReportSink,
+            data_path: str | None) -> tuple[str, list[tuple[dict[str, Any], Example]]]:
+    """The records' kind, and each kept record with its example."""
     kind, records = read_records(data_path or spec.data.path or "")
     if kind == "messages":
         ensure_chat_template(tokenizer)
@@ -33,9 +42,9 @@ def encode_dataset(spec: RunSpec, tokenizer: Any, sink: ReportSink, data_path: s
     limit = spec.data.max_seq_length
     examples = []
     for record in records:
-        example = encode_record(tokenizer, kind, record, spec.data.train_on)
-        examples.append(truncate(example, limit))
-    kept = [e for e in examples if trainable_tokens(e)]
+        example = encode_record(tokenizer, kind, record, spec.data.train_on, spec.data.system_prompt)
+        examples.append((record, truncate(example, limit)))
+    kept = [(r, e) for r, e in examples if trainable_tokens(e)]
     if not kept:
         raise TrainerError(
             "no_trainable_tokens",
@@ -44,10 +53,10 @@ def encode_dataset(spec: RunSpec, tokenizer: Any, sink: ReportSink, data_path: s
         )
     if dropped := len(examples) - len(kept):
         sink.emit(Log(message=f"dropped {dropped} examples with no trainable tokens after truncation"))
-    return kept
+    return kind, kept
 
 
-def split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+def split(examples: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """A seeded (train, eval) split holding out `fraction` of the examples (at least one if fraction > 0)."""
     if fraction <= 0 or len(examples) < 2:
         return examples, []
@@ -60,7 +69,25 @@ def split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Exa
 def build_datasets(spec: RunSpec, tokenizer: Any, sink: ReportSink,
                    data_path: str | None = None) -> tuple[list[Example], list[Example]]:
     """The tokenised (train, eval) examples for a run."""
-    return split(encode_dataset(spec, tokenizer, sink, data_path), spec.data.eval_fraction, spec.training.seed)
+    data = run_data(spec, tokenizer, sink, data_path)
+    return data.train, data.eval
+
+
+@dataclass
+class RunData:
+    """A run's tokenised train and eval examples, the records' kind, and the held-out records in split order."""
+
+    train: list[Example]
+    eval: list[Example]
+    kind: str
+    held_out: list[dict[str, Any]]
+
+
+def run_data(spec: RunSpec, tokenizer: Any, sink: ReportSink, data_path: str | None = None) -> RunData:
+    """The run's split; the held-out records are those of the eval examples (sample prompts come from them)."""
+    kind, kept = _encode(spec, tokenizer, sink, data_path)
+    train, held = split(kept, spec.data.eval_fraction, spec.training.seed)
+    return RunData([e for _, e in train], [e for _, e in held], kind, [r for r, _ in held])
 
 
 class PaddingCollator:

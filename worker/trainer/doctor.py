@@ -12,12 +12,14 @@ from typing import Any
 
 from worker.trainer.examples import (
     IGNORE_INDEX,
+    default_system_prompt,
     encode_record,
     ensure_chat_template,
     record_kind,
     trainable_tokens,
     truncate,
 )
+from worker.trainer.placeholders import PlaceholderTally
 
 WARNING_ROWS = 5  # row numbers kept per warning: enough to find the pattern, small enough to store
 HISTOGRAM_BINS = 24
@@ -34,13 +36,22 @@ MESSAGES = {
               "may not learn where an answer ends.",
     "no_trained_tokens": "{rows} {have} no trained token left after truncation to {limit} tokens; the trainer "
                          "drops {them}.",
+    "unfilled_placeholders": "{rows} {contain} template placeholders that were never filled in; the model would "
+                             "learn them literally. {detail}",
+    "default_system_prompt": "{convs} {have} no system turn, so the model's chat template inserts its default "
+                             "system prompt into {them}: \"{detail}\". It can contradict what the data teaches "
+                             "(an identity, for one); set data.system_prompt (for example to the identity your "
+                             "data teaches) to replace it.",
+    "system_prompt_ignored": "{rows} {use} no chat template (plain text or prompt/completion), so the system "
+                             "prompt is not applied to {them}.",
 }
 
 
 def analyze(rows: Iterable[dict[str, Any]], tokenizer: Any, max_seq_length: int, examples: int = 20,
-            train_on: str = "completions") -> dict[str, Any]:
-    """Render every canonical row with the trainer's code and report lengths, truncation, masks and warnings."""
-    doctor = _Doctor(tokenizer, max_seq_length, examples, train_on)
+            train_on: str = "completions", system_prompt: str | None = None) -> dict[str, Any]:
+    """Render every canonical row with the trainer's code (and a run's data.system_prompt) and report lengths,
+    truncation, masks and warnings."""
+    doctor = _Doctor(tokenizer, max_seq_length, examples, train_on, system_prompt or None)
     for number, row in enumerate(rows, start=1):
         doctor.add(number, row)
     return doctor.result()
@@ -49,9 +60,12 @@ def analyze(rows: Iterable[dict[str, Any]], tokenizer: Any, max_seq_length: int,
 class _Doctor:
     """Accumulates one pass over the rows; only the lengths grow with the dataset."""
 
-    def __init__(self, tokenizer: Any, limit: int, examples: int, train_on: str) -> None:
+    def __init__(self, tokenizer: Any, limit: int, examples: int, train_on: str, system_prompt: str | None) -> None:
         self.tokenizer, self.limit, self.n_examples, self.train_on = tokenizer, limit, examples, train_on
+        self.system_prompt = system_prompt
         self.kind: str | None = None
+        self.default_system: str | None = None
+        self.placeholders = PlaceholderTally()
         self.lengths = array("I")
         self.examples: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
@@ -68,19 +82,34 @@ class _Doctor:
             self.kind = kind
             if kind == "messages":  # as encode_dataset does: ChatML for a tokenizer without a template
                 ensure_chat_template(self.tokenizer)
+                self.default_system = default_system_prompt(self.tokenizer)
         for code in row_problems(row):
             self._flag(code, number)
+        self._check_system(number, kind, row)
+        if self.placeholders.add(number, row):
+            self._flag("unfilled_placeholders", number)
         digest = _digest(row)
         if digest in self.seen:
             self._flag("duplicate_rows", number)
         self.seen.add(digest)
         try:
-            example = encode_record(self.tokenizer, kind or "text", row, self.train_on)
+            example = encode_record(self.tokenizer, kind or "text", row, self.train_on, self.system_prompt)
         except Exception as exc:  # a template that rejects a conversation; encode_dataset would stop here
             self.details.setdefault("template_error", f"row {number}: {exc}")
             self._flag("template_error", number)
             return
         self._measure(number, example)
+
+    def _check_system(self, number: int, kind: str | None, row: dict[str, Any]) -> None:
+        """Which system turn the row gets: the template's default (warned), the run's, or none (not chat)."""
+        if kind != "messages":
+            if self.system_prompt:
+                self._flag("system_prompt_ignored", number)
+            return
+        own = any(m.get("role") == "system" for m in row.get("messages") or [])
+        if self.default_system and not self.system_prompt and not own:
+            self.details["default_system_prompt"] = self.default_system
+            self._flag("default_system_prompt", number)
 
     def _measure(self, number: int, example: dict[str, list[int]]) -> None:
         self.lengths.append(len(example["input_ids"]))
@@ -117,16 +146,23 @@ class _Doctor:
             "eos_token": self.tokenizer.eos_token, "lengths": histogram(lengths, self.limit),
             "truncated_count": truncated, "truncated_share": truncated / len(lengths) if lengths else 0.0,
             "token_stats": token_stats(lengths), "trained_tokens": self.trained_tokens,
+            "system_prompt": self.system_prompt, "default_system_prompt": self.default_system,
             "examples": self.examples, "warnings": self._warnings(),
         }
 
     def _warnings(self) -> list[dict[str, Any]]:
-        return [
+        if self.counts["unfilled_placeholders"]:
+            self.details["unfilled_placeholders"] = self.placeholders.advice()
+        warnings = [
             {"code": code, "count": self.counts[code], "rows": self.rows[code],
              "message": text.format(**self._words(self.counts[code]), detail=self.details.get(code, ""),
                                     eos=self.tokenizer.eos_token, limit=self.limit)}
             for code, text in MESSAGES.items() if self.counts[code]
         ]
+        for warning in warnings:
+            if warning["code"] == "unfilled_placeholders":
+                warning["placeholders"] = self.placeholders.summary()
+        return warnings
 
     @staticmethod
     def _words(count: int) -> dict[str, str]:
@@ -134,6 +170,7 @@ class _Doctor:
         one = count == 1
         return {"rows": f"{count:,} row{'' if one else 's'}", "convs": f"{count:,} conversation{'' if one else 's'}",
                 "have": "has" if one else "have", "repeat": "repeats" if one else "repeat",
+                "contain": "contains" if one else "contain", "use": "uses" if one else "use",
                 "them": "it" if one else "them"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 Example = dict[str, list[int]]
+# A conversation the template cannot mistake for its own text: rendered with and without a system turn, the
+# difference is the default system prompt the template inserts when a conversation has none.
+PROBE_SYSTEM = "\u27eaprobe system turn\u27eb"
+PROBE_CHAT = [{"role": "user", "content": "\u27eaprobe question\u27eb"},
+              {"role": "assistant", "content": "\u27eaprobe answer\u27eb"}]
 
 
 def read_records(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
@@ -41,6 +47,30 @@ def ensure_chat_template(tokenizer: Any) -> None:
 
 def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """The conversation with `system_prompt` as its first turn, unless none is set or it has a system turn."""
+    if not system_prompt or any(m.get("role") == "system" for m in messages):
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def default_system_prompt(tokenizer: Any) -> str | None:
+    """The system prompt the chat template writes into a conversation that has none (SmolLM2's, Qwen's), or None."""
+    try:
+        without = _render(tokenizer, PROBE_CHAT)
+        probed = _render(tokenizer, [{"role": "system", "content": PROBE_SYSTEM}, *PROBE_CHAT])
+    except Exception:  # a template that refuses system turns has none to insert either
+        return None
+    head = len(os.path.commonprefix([without, probed]))
+    tail = len(os.path.commonprefix([without[::-1], probed[::-1]]))
+    tail = min(tail, len(without) - head, len(probed) - head)
+    # Where the probe's text went, the template otherwise writes its own; a template that writes the same text
+    # whatever the system turn (a date header) or nothing at all leaves an empty difference.
+    if PROBE_SYSTEM not in probed[head:len(probed) - tail]:
+        return None
+    return without[head:len(without) - tail].strip() or None
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -95,8 +125,10 @@ def _with_eos(tokenizer: Any, example: Example) -> Example:
     return example
 
 
-def encode_record(tokenizer: Any, kind: str, record: dict[str, Any], train_on: str) -> Example:
-    """One canonical record as input_ids and labels (IGNORE_INDEX where no loss is taken)."""
+def encode_record(tokenizer: Any, kind: str, record: dict[str, Any], train_on: str,
+                  system_prompt: str | None = None) -> Example:
+    """One canonical record as input_ids and labels (IGNORE_INDEX where no loss is taken); `system_prompt` becomes
+    the system turn of a conversation without one (context only: never labelled)."""
     everything = train_on == "all"
     if kind == "text":
         return _with_eos(tokenizer, _tokenize(tokenizer, record["text"], None, True))
@@ -104,9 +136,25 @@ def encode_record(tokenizer: Any, kind: str, record: dict[str, Any], train_on: s
         prompt, text = record["prompt"], record["prompt"] + record["completion"]
         spans = None if everything else [(len(prompt), len(text))]
         return _with_eos(tokenizer, _tokenize(tokenizer, text, spans, True))
-    text, spans = assistant_spans(tokenizer, record["messages"])
+    messages = with_system_prompt(record["messages"], system_prompt)
+    text, spans = assistant_spans(tokenizer, messages)
+    if everything:
+        # The whole text but the inserted system turn: a setting of the run, not data to learn.
+        spans = None if messages is record["messages"] else [(_system_end(tokenizer, messages, text), len(text))]
     # The template already writes any BOS it wants; the tokenizer must not add another.
-    return _tokenize(tokenizer, text, None if everything else spans, False)
+    return _tokenize(tokenizer, text, spans, False)
+
+
+def _system_end(tokenizer: Any, messages: list[dict], full: str) -> int:
+    """Where the first (system) turn ends in `full`: its own rendering when that is a prefix, else its text's end."""
+    try:
+        head = _render(tokenizer, messages[:1])
+    except Exception:  # templates may refuse a conversation of a system turn alone
+        head = ""
+    if head and full.startswith(head):
+        return len(head)
+    start = full.find(messages[0]["content"])
+    return start + len(messages[0]["content"]) if start >= 0 else 0
 
 
 def record_kind(record: dict[str, Any]) -> str | None:

@@ -14,12 +14,13 @@ from worker.planning.spec import RunSpec
 from worker.trainer.artifacts import library_versions, save_adapter
 from worker.trainer.callbacks import MetricsCallback, StopCallback
 from worker.trainer.checkpoint import CheckpointEvents, SafeCheckpoints
-from worker.trainer.data import PaddingCollator, build_datasets
+from worker.trainer.data import PaddingCollator, run_data
 from worker.trainer.errors import TrainerError
 from worker.trainer.guard import DivergenceGuard
 from worker.trainer.loss import LabelledLossTrainer
 from worker.trainer.model import load_model, optimizer_name, pick_device, supports_bf16
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
+from worker.trainer.samples import sampling
 from worker.trainer.sinks import ReportSink
 from worker.trainer.tokenizers import load_tokenizer
 
@@ -112,7 +113,10 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     optimizer_name(spec, device)  # fail on a device/optimizer mismatch before loading anything
     sink.emit(Log(message=f"loading tokenizer of {inputs.model_ref}"))
     tokenizer = load_tokenizer(spec, inputs)
-    train_set, eval_set = build_datasets(spec, tokenizer, sink, inputs.data_path)
+    data = run_data(spec, tokenizer, sink, inputs.data_path)
+    train_set, eval_set = data.train, data.eval
+    stop = StopCallback(should_stop)
+    samples = sampling(spec, tokenizer, data.kind, data.held_out, sink, lambda: stop.stopped, supports_bf16(device))
     sink.emit(Log(message=f"loading model ({spec.method}) on {device}"))
     model = load_model(spec, device, vocab_size=len(tokenizer), inputs=inputs)
     trainable, total = parameter_counts(model)
@@ -123,12 +127,13 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
                       f"in ~25 % less memory ({INSTALL_HINT})"))
     metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(), "allocator": allocator,
                                              "trainable_params": trainable, "total_params": total})
-    stop = StopCallback(should_stop)
     guard = DivergenceGuard(spec.training.divergence_factor)
     trainer = StudioTrainer(
         model=model, args=training_arguments(spec, out_dir, device, bool(eval_set)), train_dataset=train_set,
         eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, break_even),
-        processing_class=tokenizer, callbacks=[metrics, stop, guard, CheckpointEvents(sink)],
+        # Samples first: the base model's answers come before the throughput clock of `metrics` starts.
+        processing_class=tokenizer,
+        callbacks=[*([samples] if samples else []), metrics, stop, guard, CheckpointEvents(sink)],
     )
     # With tqdm off the Trainer prints every log dict to stdout; our metrics already go to the sink.
     trainer.remove_callback(PrinterCallback)
@@ -137,6 +142,8 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
         raise TrainerError("diverged", f"Training diverged: {guard.reason}. The adapter was not saved.")
     if eval_set and not stop.stopped and _last_eval_step(trainer) != trainer.state.global_step:
         trainer.evaluate()  # the final eval loss belongs to the final weights
+    if samples:
+        samples.finish(model, int(trainer.state.global_step), should_stop)
     final = _final(trainer, metrics)
     adapter_dir = save_adapter(model, tokenizer, spec, inputs, out_dir, final)
     status = "cancelled" if stop.stopped else "succeeded"

@@ -56,7 +56,7 @@ def peft_config(spec: RunSpec) -> Any:
     lora = spec.lora
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=lora.resolved_targets(), bias=lora.bias,
+        target_modules=lora.resolved_targets(), bias=lora.bias, use_rslora=lora.use_rslora, use_dora=lora.use_dora,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from pathlib import Path
@@ -38,10 +39,13 @@ class CanonicalWriter:
 
     def close(self) -> None:
         """Write the closing offset and close both files."""
-        if not self._index.closed:
-            self._index.write(OFFSET.pack(self.size))
-        self._rows.close()
-        self._index.close()
+        try:
+            if not self._index.closed:
+                self._index.write(OFFSET.pack(self.size))
+        finally:  # a full disk fails the write or the flush: the files are closed all the same
+            with contextlib.ExitStack() as closing:
+                closing.callback(self._rows.close)
+                closing.callback(self._index.close)
 
     def __enter__(self) -> CanonicalWriter:
         return self

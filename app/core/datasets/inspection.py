@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from app.core.datasets.formats import FORMATS, Format, check_same_format, first_
 from app.core.datasets.limits import DEFAULT_LIMITS, Limits
 from app.core.datasets.problems import DatasetProblem
 from app.core.datasets.readers import read_rows
-from app.core.datasets.strict_json import deeper_than, too_deep
+from app.core.datasets.strict_json import check_row
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 500
@@ -92,8 +93,7 @@ def _checked_rows(
     """Yield (line, row, format, canonical row), holding every row to the first row's format."""
     count = 0
     for line, value in read_rows(path, file_type, limits):
-        if deeper_than(value, limits.max_depth):
-            raise too_deep(line, limits.max_depth)
+        check_row(value, line, limits.max_depth)
         row = as_object(value, line)
         if format is None:
             format = first_format(row, line, file_type)
@@ -124,6 +124,8 @@ def _shorten(value: Any) -> Any:
         return {str(key): _shorten(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_shorten(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # Parquet's NaN/inf: JSON (and PostgreSQL's json) has no such numbers
     if value is None or isinstance(value, bool | int | float):
         return value
     return _shorten(str(value))  # Parquet dates, decimals and bytes

@@ -8,23 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from app.core.datasets.file_types import UTF8_BOM, FileType
 from app.core.datasets.json_array import read_json_array
 from app.core.datasets.limits import Limits
+from app.core.datasets.parquet import read_parquet
 from app.core.datasets.problems import DatasetProblem
 from app.core.datasets.strict_json import DECODER, DuplicateKey, duplicate_key, too_deep
 
 Row = tuple[int, Any]
-PARQUET_BATCH_ROWS = 1024
 
 
 def read_rows(path: Path, file_type: FileType, limits: Limits) -> Iterator[Row]:
     """Yield (1-based line, row) pairs; for Parquet the "line" is the 1-based row number."""
     if file_type == "parquet":
-        yield from read_parquet(path)
+        yield from read_parquet(path, limits)
         return
     with path.open("rb") as file:
         if file_type == "jsonl":
@@ -122,18 +119,3 @@ def _csv_record(header: list[str], cells: list[str], line: int) -> dict[str, str
             line=line,
         )
     return dict(zip(header, cells, strict=True))
-
-
-def read_parquet(path: Path) -> Iterator[Row]:
-    """Rows of a Parquet file, one record batch at a time."""
-    number = 0
-    try:
-        parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            for row in batch.to_pylist():
-                number += 1
-                yield number, row
-    except (pa.ArrowException, OSError) as error:
-        raise DatasetProblem(
-            "corrupt_parquet", f"The Parquet file cannot be read after row {number}: {error}.", line=number or None
-        ) from None

@@ -20,6 +20,8 @@ class DatasetAnalysis(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id", ondelete="CASCADE"))
     max_seq_length: Mapped[int] = mapped_column(Integer)
+    # A run's data.system_prompt, the system turn of chats without one; None renders them as the template does.
+    system_prompt: Mapped[str | None] = mapped_column(Text, default=None)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|succeeded|failed
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, default=None)

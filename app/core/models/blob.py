@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, utcnow
 
+PENDING_PREFIX = "pending-"  # a placeholder's sha256 until its bytes are all in (app.core.blob_staging)
+
 
 class Blob(Base):
     """One stored file, identified by the sha256 of its bytes."""

@@ -48,6 +48,9 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Higher starts first; within one priority the owner with the fewest running runs, then the owner served longest
+    # ago, then their oldest (repositories.runs.fairest_queued). Not part of the spec: a clone starts at 0 again.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(200), default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # The Redis server (its INFO run_id) that holds this run's queue message; a restarted Redis lost it.
@@ -60,6 +63,9 @@ class Run(Base):
     # resumed attempt replaces keep their seqs and a live view that saw them takes the new points as new.
     metric_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_loss: Mapped[float | None] = mapped_column(default=None)
+    # The time estimate it was queued with (services.estimates.launch_estimate: seconds, range, device, measured or
+    # not), kept to set beside how long it took; NULL where none could be made (an unknown model shape).
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     trainable_params: Mapped[int | None] = mapped_column(BigInteger, default=None)
     total_params: Mapped[int | None] = mapped_column(BigInteger, default=None)
     final: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, utcnow
@@ -20,6 +20,11 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, in its self-describing PHC string
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Quotas an admin set for this user (`lorastudio users set-quota`); NULL: the studio default (Settings.quota_*),
+    # 0: no limit. See app.core.services.quotas.
+    max_queued_runs: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_running_runs: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class ApiToken(Base):

@@ -18,12 +18,15 @@ def get(session: Session, analysis_id: int) -> DatasetAnalysis | None:
     return session.get(DatasetAnalysis, analysis_id)
 
 
-def find_reusable(session: Session, dataset_id: int, base_model_id: int, max_seq_length: int) -> DatasetAnalysis | None:
-    """The newest queued, running or succeeded analysis of the same dataset, model and length."""
+def find_reusable(session: Session, dataset_id: int, base_model_id: int, max_seq_length: int,
+                  system_prompt: str | None = None) -> DatasetAnalysis | None:
+    """The newest queued, running or succeeded analysis of the same dataset, model, length and system prompt."""
     query = select(DatasetAnalysis).where(
         DatasetAnalysis.dataset_id == dataset_id,
         DatasetAnalysis.base_model_id == base_model_id,
         DatasetAnalysis.max_seq_length == max_seq_length,
+        DatasetAnalysis.system_prompt.is_(None) if system_prompt is None
+        else DatasetAnalysis.system_prompt == system_prompt,
         DatasetAnalysis.status.in_(LIVE),
     )
     return session.scalars(query.order_by(DatasetAnalysis.id.desc()).limit(1)).first()

@@ -10,6 +10,12 @@ from sqlalchemy.orm import Session
 from app.core.models import Artifact, Blob, Dataset
 
 CHECKPOINT = "checkpoint"
+# The adapter files of each stored checkpoint, kept after the checkpoint itself is dropped (a newer one came, or the
+# run ended): a few MiB per step that let any step be served, evaluated and compared as `run-<id>@step-<k>`. They
+# share the checkpoint's blobs, so keeping them costs nothing while the checkpoint is still there.
+STEP_ADAPTER = "step_adapter"
+# What PEFT loads from an adapter folder; the tokenizer, card and spec (or a checkpoint's optimizer) stay behind.
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def checkpoint_name(step: int, relative: str) -> str:
@@ -20,6 +26,18 @@ def checkpoint_name(step: int, relative: str) -> str:
 def checkpoint_step(name: str) -> int:
     """The step in a checkpoint artifact's name."""
     return int(name.split("/", 1)[0].removeprefix("step-"))
+
+
+def stored_steps(session: Session, run_id: int) -> list[int]:
+    """The steps whose adapter a run keeps (STEP_ADAPTER), ascending."""
+    names = session.scalars(select(Artifact.name).where(Artifact.run_id == run_id, Artifact.kind == STEP_ADAPTER,
+                                                        Artifact.name.endswith(PEFT_FILES[1])))
+    return sorted(checkpoint_step(name) for name in names)
+
+
+def step_adapters_after(session: Session, run_id: int, step: int) -> Sequence[Artifact]:
+    """A run's kept step adapters later than step (an attempt that starts over from step makes them again)."""
+    return [a for a in of_kind(session, run_id, STEP_ADAPTER) if checkpoint_step(a.name) > step]
 
 
 def of_kind(session: Session, run_id: int, kind: str) -> Sequence[Artifact]:

@@ -11,6 +11,7 @@ from app.core import credentials
 from app.core.errors import StudioError
 from app.core.models import User
 from app.core.repositories import users as users_repo
+from app.core.services import audit
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 256
@@ -35,6 +36,7 @@ def create_user(session: Session, username: str, password: str, *, is_admin: boo
     user = User(username=name, password_hash=credentials.hash_password(password), is_admin=is_admin)
     session.add(user)
     session.flush()
+    audit.record(session, "user.create", name, is_admin=is_admin)
     return user
 
 
@@ -53,12 +55,29 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     return user if ok else None
 
 
+def sign_in(session: Session, username: str, password: str) -> User | None:
+    """authenticate, with the attempt in the audit log (success or failure, under the name as typed)."""
+    user = authenticate(session, username, password)
+    name = normalise_username(username)[:255]
+    audit.record(session, "login.success" if user else "login.failure", name, actor=user)
+    return user
+
+
 def set_password(session: Session, user: User, password: str, field: str = "password") -> None:
     """Give the account a new password and sign it out of every browser."""
     check_password(password, field)
     user.password_hash = credentials.hash_password(password)
     users_repo.delete_user_sessions(session, user.id)
     session.flush()
+    audit.record(session, "user.set_password", user.username)
+
+
+def set_admin(session: Session, user: User, is_admin: bool) -> None:
+    """Make the account an admin (it sees and manages everyone's work) or take that away."""
+    if user.is_admin != is_admin:
+        user.is_admin = is_admin
+        session.flush()
+        audit.record(session, "user.set_admin", user.username, is_admin=is_admin)
 
 
 def ensure_first_admin(session: Session, password: str = "") -> tuple[User, str] | None:

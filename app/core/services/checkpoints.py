@@ -1,4 +1,5 @@
-"""A run's checkpoints in the blob store: each stored whole or not at all, only the newest kept, exported to resume."""
+"""A run's checkpoints in the blob store: each stored whole or not at all, only the newest kept, exported to resume;
+every checkpoint's adapter files are kept as that step's adapter (artifacts_repo.STEP_ADAPTER)."""
 
 from __future__ import annotations
 
@@ -30,13 +31,19 @@ def store(session: Session, run_id: int, attempt: int, step: int, folder: Path) 
     checkpoint as it was. Returns the blob ids the dropped ones used, to collect once this has committed.
     """
     older = artifacts_repo.of_kind(session, run_id, artifacts_repo.CHECKPOINT)
+    # The same step stored by an earlier attempt (one that started over) is replaced, never kept twice.
+    older = [*older, *artifacts_repo.step_adapters_after(session, run_id, step - 1)]
     size = 0
     for relative, sha256 in _listing(folder).items():
         blob = blobs.put_file(session, folder / relative, "application/octet-stream")
         if sha256 is not None and blob.sha256 != sha256:
             raise IncompleteCheckpoint(f"{relative} of the checkpoint of step {step} does not match its manifest")
+        name = artifacts_repo.checkpoint_name(step, relative)
         session.add(Artifact(run_id=run_id, kind=artifacts_repo.CHECKPOINT, blob_id=blob.id, size=blob.size,
-                             name=artifacts_repo.checkpoint_name(step, relative)))
+                             name=name))
+        if relative in artifacts_repo.PEFT_FILES:  # kept once the checkpoint goes: the step stays servable
+            session.add(Artifact(run_id=run_id, kind=artifacts_repo.STEP_ADAPTER, blob_id=blob.id, size=blob.size,
+                                 name=name))
         size += blob.size
     # Checked last, as a heartbeat: this locks the run row (PostgreSQL) only for the commit, not while a large
     # checkpoint streams in, so the heartbeat thread is never held up; a requeue meanwhile undoes it all.

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.core import blobs
+from app.core import blob_staging, blobs
 from app.core.access import can_see, owner_id
-from app.core.datasets import CanonicalWriter, DatasetProblem, InspectedDataset, inspect_dataset
+from app.core.datasets import DEFAULT_LIMITS, CanonicalWriter, DatasetProblem, InspectedDataset, Limits, inspect_dataset
 from app.core.datasets.canonical_file import index_entries, parse_rows, rows_span
 from app.core.errors import StudioError, not_found
 from app.core.models import Blob, Dataset, User
 from app.core.repositories import datasets as datasets_repo
+from app.core.services import quotas
 
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
@@ -26,11 +29,50 @@ CANONICAL_MEDIA_TYPE = "application/x-ndjson"
 INDEX_MEDIA_TYPE = "application/octet-stream"
 
 
-def create_dataset(session: Session, path: Path, filename: str, name: str = "", *, user: User | None = None) -> Dataset:
-    """Validate the spooled upload at path; store it, owned by user, only if every row is valid."""
-    with tempfile.TemporaryDirectory(prefix="lorastudio-canonical-") as scratch:
-        info, canonical, index = _canonicalise(session, path, filename, Path(scratch))
-    blob = blobs.put_file(session, path, MEDIA_TYPES[info.file_type])
+def create_dataset(session: Session, path: Path, filename: str, name: str = "", *, user: User | None = None,
+                   limits: Limits = DEFAULT_LIMITS, scratch: Path | None = None) -> Dataset:
+    """Validate the spooled upload at path; store it, owned by user, only if every row is valid.
+
+    All or nothing: every row is checked (and the canonical rows written to scratch) before anything is stored;
+    the files are then staged into the blob store in short units of work of their own (app.core.blob_staging:
+    a large upload must not hold SQLite's one write lock throughout), and the dataset row adopts them under one
+    savepoint of the caller's unit of work, so a bad row, a full disk or a database error leaves nothing."""
+    with session.no_autoflush:  # a read only: the caller's pending writes must not take SQLite's lock before staging
+        quotas.check_storage(session, user, path.stat().st_size)  # the user's storage quota, before any reading
+    staged: list[blob_staging.Staged] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="lorastudio-canonical-", dir=scratch) as folder:
+            info, rows_path, index_path = _validated(path, filename, Path(folder), limits)
+            for file, media_type in ((path, MEDIA_TYPES[info.file_type]), (rows_path, CANONICAL_MEDIA_TYPE),
+                                     (index_path, INDEX_MEDIA_TYPE)):
+                staged.append(blob_staging.stage_file(session, file, media_type))
+        with session.begin_nested():
+            blob_staging.lock_for_adoption(session, staged)
+            return _create(session, info, staged, filename, name, user)
+    except BaseException as error:
+        blob_staging.discard(session, staged)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise storage_full() from None
+        if isinstance(error, DBAPIError) and _disk_full(error):
+            raise storage_full() from None
+        raise
+
+
+def storage_full() -> StudioError:
+    """The error for an upload that met a full disk (spool, scratch or database): nothing of it was kept."""
+    return StudioError("insufficient_storage", "storage_full", "The studio's disk is full, so the upload was not "
+                       "stored (nothing of it was kept); ask the administrator to free space, then upload again.",
+                       field="file")
+
+
+def _disk_full(error: DBAPIError) -> bool:
+    """SQLite's "database or disk is full", PostgreSQL's disk_full (SQLSTATE 53100)."""
+    return getattr(error.orig, "sqlstate", None) == "53100" or "disk is full" in str(error.orig)
+
+
+def _create(session: Session, info: InspectedDataset, staged: list[blob_staging.Staged], filename: str, name: str,
+            user: User | None) -> Dataset:
+    blob, canonical, index = (blob_staging.adopt(session, item) for item in staged)
     dataset = Dataset(
         name=(name.strip() or Path(filename).name or "dataset")[:200],
         filename=Path(filename).name[:255],
@@ -97,12 +139,19 @@ def backfill_canonical(session: Session, dataset_id: int) -> bool:
     return True
 
 
-def _canonicalise(session: Session, path: Path, filename: str, scratch: Path) -> tuple[InspectedDataset, Blob, Blob]:
-    """Validate the file and, in the same pass, write its canonical rows and index to scratch; then store both."""
+def _canonicalise(session: Session, path: Path, filename: str, scratch: Path,
+                  limits: Limits = DEFAULT_LIMITS) -> tuple[InspectedDataset, Blob, Blob]:
+    """Validate the file and write its canonical rows and index to scratch; then store both in session's unit."""
+    info, rows_path, index_path = _validated(path, filename, scratch, limits)
+    canonical = blobs.put_file(session, rows_path, CANONICAL_MEDIA_TYPE)
+    return info, canonical, blobs.put_file(session, index_path, INDEX_MEDIA_TYPE)
+
+
+def _validated(path: Path, filename: str, scratch: Path, limits: Limits) -> tuple[InspectedDataset, Path, Path]:
+    """Check every row and, in the same pass, write the canonical rows and their index to scratch (no database)."""
     try:
         with CanonicalWriter(scratch) as out:
-            info = inspect_dataset(path, filename, canonical_out=out)
+            info = inspect_dataset(path, filename, limits, canonical_out=out)
     except DatasetProblem as problem:
         raise StudioError("invalid", problem.code, problem.message, field=problem.field, line=problem.line) from None
-    canonical = blobs.put_file(session, out.rows_path, CANONICAL_MEDIA_TYPE)
-    return info, canonical, blobs.put_file(session, out.index_path, INDEX_MEDIA_TYPE)
+    return info, out.rows_path, out.index_path

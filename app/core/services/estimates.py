@@ -34,17 +34,21 @@ def pick_device(choice: str | None, workers: list[dict[str, Any]]) -> DeviceProf
 def model_shape(session: Session, base_model: str) -> tuple[ModelShape | None, str | None]:
     """(shape, None) from a registered local model's config.json, or (None, why it is unknown)."""
     entry = catalog.find_model(session, base_model)
-    ref = entry.ref if entry else base_model
-    if (entry is not None and entry.source == "hub") or (entry is None and not ref.startswith("/")):
+    # Only a registered folder is read, and the answer names the model, never its path: a path a user typed
+    # must not make the studio open files, nor tell which exist (only admins see where local models live).
+    if entry is None and base_model.startswith(("/", "~", ".")):
+        return None, f"'{base_model[:200]}' is not a registered model, so its size is unknown."
+    if entry is None or entry.source == "hub":
+        ref = entry.ref if entry else base_model[:200]
         return None, f"{ref} is a Hugging Face id; the studio does not download configs, so its size is unknown."
-    config = Path(ref) / "config.json"
+    config = Path(entry.ref) / "config.json"
     if not config.is_file():
-        why = "holds only a GGUF file" if entry is not None and entry.gguf_file else "has no config.json"
-        return None, f"The model folder {ref} {why}; its shape is unknown until it is converted."
+        why = "holds only a GGUF file" if entry.gguf_file else "has no config.json"
+        return None, f"The folder of model {entry.name} {why}; its shape is unknown until it is converted."
     try:
         return ModelShape.from_config(json.loads(config.read_text(encoding="utf-8"))), None
     except (ValueError, json.JSONDecodeError) as exc:
-        return None, f"{config} cannot be read as a decoder config: {exc}."
+        return None, f"The config.json of model {entry.name} cannot be read as a decoder config: {exc}."
 
 
 def dataset_tokens(session: Session, spec: RunSpec, user: User | None = None) -> int | None:
@@ -71,3 +75,15 @@ def estimate_run(session: Session, spec: RunSpec, device: DeviceProfile, *, user
     if shape is None:
         return unavailable(reason or "unknown model", device)
     return estimate(spec, shape, device, dataset_tokens(session, spec, user))
+
+
+def launch_estimate(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | None, *,
+                    user: User | None = None) -> dict[str, Any] | None:
+    """The time estimate a run is queued with, kept on it to set beside how long it took: for the device the designer
+    shows first (the first live worker, with its measured speed; else this machine's CPU); None where none is known."""
+    result = estimate_run(session, spec, pick_device(None, workers or []), user=user)
+    if not result.available or result.time_s is None:
+        return None
+    return {"time_s": result.time_s, "low_s": result.time_low_s, "high_s": result.time_high_s,
+            "startup_s": result.startup_s, "tokens": result.tokens, "tokens_per_second": result.tokens_per_second,
+            "device": result.device["name"], "worker": result.device["key"], "measured": result.measured}

@@ -1,14 +1,19 @@
-"""Runs whose worker vanished: queued again to resume from their newest checkpoint, or failed after too many tries."""
+"""Runs and evaluations whose worker vanished: queued again (a run to resume from its newest checkpoint, an
+evaluation from its start), or failed after too many tries."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core import jobs
 from app.core.db import utcnow
-from app.core.models import Run, RunStatus
+from app.core.models import Evaluation, Run, RunStatus
+from app.core.repositories import evaluations as evaluations_repo
 from app.core.repositories import runs as runs_repo
+from app.core.services.evaluations import EVALUATE_TASK
 from app.core.services.runs import add_to_timeline, end_message, enqueue_execution
 
 
@@ -65,3 +70,27 @@ def _cancel(session: Session, run: Run, still_lost: tuple) -> str | None:
     add_to_timeline(session, run.id, "cancelled", f"Cancelled: worker {run.worker} stopped before the run could stop "
               "cleanly, so it keeps no adapter.")
     return RunStatus.cancelled.value
+
+
+def reap_lost_evaluations(session: Session, silent_for: timedelta, max_attempts: int) -> dict[int, str]:
+    """Deal with every running evaluation silent for longer than silent_for, as reap_lost_runs does with runs:
+    {evaluation id: "queued" (sent again after commit), "failed" or "cancelled"}."""
+    cutoff, seconds = utcnow() - silent_for, int(silent_for.total_seconds())
+    silent = session.scalars(select(Evaluation).where(Evaluation.status == "running",
+                                                      Evaluation.heartbeat_at < cutoff)).all()
+    outcomes = {}
+    for evaluation in silent:
+        still_lost = (Evaluation.attempts == evaluation.attempts, Evaluation.heartbeat_at < cutoff)
+        if evaluation.cancel_requested:
+            outcome, values = "cancelled", {"finished_at": utcnow()}
+        elif evaluation.attempts < max_attempts:
+            outcome, values = "queued", {"heartbeat_at": None, "progress_done": 0}
+        else:
+            outcome, values = "failed", {"finished_at": utcnow(), "error": (
+                f"Its worker stopped sending heartbeats (for over {seconds} s) on each of {evaluation.attempts} "
+                "attempts: it crashed, was killed or lost the database every time, so it is not tried again.")}
+        if evaluations_repo.transition(session, evaluation.id, ["running"], *still_lost, status=outcome, **values):
+            outcomes[evaluation.id] = outcome
+            if outcome == "queued":
+                jobs.enqueue(session, EVALUATE_TASK, evaluation_id=evaluation.id)
+    return outcomes

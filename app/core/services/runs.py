@@ -2,35 +2,46 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core import jobs
+from app.core import blobs, jobs
 from app.core.access import can_see, owner_id
 from app.core.advice import advice_for
+from app.core.config import Settings, get_settings
 from app.core.db import utcnow
 from app.core.errors import StudioError, not_found
 from app.core.models import Dataset, MetricPoint, Run, RunStatus, TimelineEntry, User
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import catalog
 from app.core.repositories import runs as runs_repo
-from app.core.services import run_checks
+from app.core.services import estimates, quotas, run_checks
 from worker.planning.reports import Log, Metric, Started
 from worker.planning.spec import RunSpec
 
 EXECUTE_TASK = "runs.execute"
+NAME_LENGTH = 200  # runs.name's width
+CLONE_SUFFIX = re.compile(r" \(\d+\)$")
 
 
 def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | None = None, *,
-               user: User | None = None) -> Run:
+               user: User | None = None, priority: int = 0, settings: Settings | None = None) -> Run:
     """Store a queued run owned by user with its exact spec, and enqueue it once the caller commits.
 
-    `workers` are the live workers (None: unknown), to refuse settings no worker can run.
+    `workers` are the live workers (None: unknown), to refuse settings no worker can run. `priority` (not part of
+    the spec) orders it among queued runs; user's quotas (services.quotas; `settings` has the studio defaults) are
+    checked first.
     """
+    settings = settings or get_settings()
+    check_priority(priority, user, settings)
+    quotas.check_can_queue(session, user, settings)
     dataset = session.get(Dataset, spec.data.dataset_id) if spec.data.dataset_id is not None else None
     if dataset is None or not can_see(user, dataset.owner_id):  # someone else's reads as missing
         raise StudioError("invalid", "dataset_not_found", "Choose an uploaded dataset (data.dataset_id).",
@@ -43,7 +54,7 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
         raise StudioError("invalid", "remote_code_not_allowed", f"Running code shipped with '{model.name}' is off: "
                           "an admin must register the model with trust_remote_code on. Set "
                           "model.trust_remote_code to false.", field="model.trust_remote_code")
-    run_checks.check_fits_model(spec, model)
+    run_checks.check_fits_model(spec, model, user)
     run_checks.check_fits_workers(spec, workers)
     if not jobs.broker_available(session):
         raise StudioError("unavailable", "queue_unavailable", "The job queue (Redis) is not answering, so the "
@@ -52,11 +63,37 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": None})})
     run = Run(name=spec.name or f"{spec.method}-{model.name}"[:200], status=RunStatus.queued, method=spec.method,
               spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id,
-              owner_id=owner_id(user))
+              owner_id=owner_id(user), priority=priority,
+              estimate=estimates.launch_estimate(session, spec, workers, user=user))
     session.add(run)
     session.flush()
     add_to_timeline(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
     enqueue_execution(session, run.id)
+    return run
+
+
+def check_priority(priority: int, user: User | None, settings: Settings) -> None:
+    """Refuse a priority outside ±max_run_priority, or above 0 from a user who is not an admin."""
+    bound = settings.max_run_priority
+    if not -bound <= priority <= bound:
+        raise StudioError("invalid", "priority_out_of_range", f"priority must be between {-bound} and {bound} "
+                          f"(higher starts first; 0 is the default), not {priority}.", field="priority")
+    if priority > 0 and user is not None and not user.is_admin:
+        raise StudioError("forbidden", "priority_admin_only", "Only an admin can raise a run's priority above 0; "
+                          "you may lower your own (a negative priority lets your other runs go first).",
+                          field="priority")
+
+
+def set_priority(session: Session, run: Run, priority: int, *, user: User | None = None,
+                 settings: Settings | None = None) -> Run:
+    """Change a queued run's priority (user: its owner may lower it, an admin set any); a started run's is final."""
+    check_priority(priority, user, settings or get_settings())
+    if not runs_repo.transition(session, run.id, [RunStatus.queued], priority=priority):
+        session.refresh(run)
+        raise StudioError("conflict", "run_not_queued", f"Run {run.id} is already {run.status}: only a queued "
+                          "run's priority can change.", field="priority")
+    add_to_timeline(session, run.id, "priority", f"Priority set to {priority}.", priority=priority)
+    session.refresh(run)
     return run
 
 
@@ -79,6 +116,19 @@ def redispatch_undelivered(session: Session, broker_id: str, grace: timedelta) -
         runs_repo.mark_dispatched(session.get_bind(), run_id, jobs.send(session, EXECUTE_TASK, {"run_id": run_id}))
         sent.append(run_id)
     return sent
+
+
+def clone_name(session: Session, run: Run, *, user: User | None = None) -> str:
+    """The name user's copy of run starts with: its name (less an earlier copy's suffix) with the first " (n)" from 2
+    that none of user's runs has, so a clone is never mistaken for its source."""
+    base = CLONE_SUFFIX.sub("", run.name)
+    taken = runs_repo.names_starting(session, owner_id(user), base[:100])  # every candidate starts so, however long
+    return next(name for n in itertools.count(2) if (name := _suffixed(base, n)) not in taken)
+
+
+def _suffixed(base: str, n: int) -> str:
+    suffix = f" ({n})"
+    return base[:NAME_LENGTH - len(suffix)] + suffix
 
 
 def add_to_timeline(session: Session, run_id: int, kind: str, message: str, **data: Any) -> None:
@@ -120,11 +170,66 @@ class Claim:
 
 
 def claim_run(session: Session, run_id: int, worker: str) -> Claim | None:
-    """Take a queued run for this worker; None if another delivery already took it (or it was cancelled)."""
+    """Take this queued run for this worker; None if another delivery already took it (or it was cancelled)."""
     now = utcnow()
     if not runs_repo.transition(session, run_id, [RunStatus.queued], status=RunStatus.running, started_at=now,
                                 heartbeat_at=now, worker=worker, attempts=Run.attempts + 1):
         return None
+    return _started(session, run_id, worker)
+
+
+def claim_next(session: Session, named_run_id: int, worker: str, default_running: int = 0) -> tuple[int, Claim] | None:
+    """Take the fairest queued run for this worker (runs_repo.fairest_queued): (its id, the claim), or None when no
+    queued run may start now.
+
+    A `runs.execute` message is a token for one run's worth of work, not an order to start the run it names: each
+    queued run has sent one, so whichever message a worker takes, it starts the run that should go next. The run it
+    named, if still queued, counts on the started run's message instead; a message that starts nothing (every queued
+    run's owner is at their running-runs quota) parks one, sent again when its owner has a free slot
+    (release_parked). `default_running` is the studio's running-runs quota (Settings.quota_running_runs).
+    """
+    now = utcnow()
+    run_id = runs_repo.claim_fairest(session, default_running, started_at=now, heartbeat_at=now, worker=worker,
+                                     attempts=Run.attempts + 1)
+    if run_id is None:
+        runs_repo.park(session, named_run_id)
+        return None
+    runs_repo.pass_message(session, run_id, named_run_id)
+    return run_id, _started(session, run_id, worker)
+
+
+def release_parked(session: Session, owner_id: int | None, default_running: int | None = None) -> list[int]:
+    """Send again (once the caller commits) as many of one owner's parked runs as they have free running slots."""
+    parked = runs_repo.parked(session, owner_id)
+    if not parked:
+        return []
+    limit = _running_limit(session, owner_id, default_running)
+    free = len(parked) if not limit else max(0, limit - runs_repo.running_count(session, owner_id))
+    sent = []
+    for run in parked[:free]:
+        if runs_repo.transition(session, run.id, [RunStatus.queued], Run.dispatched_to == runs_repo.PARKED,
+                                dispatched_to=None):
+            enqueue_execution(session, run.id)
+            sent.append(run.id)
+    return sent
+
+
+def release_all_parked(session: Session, default_running: int | None = None) -> list[int]:
+    """release_parked for every owner with parked runs (the janitor's safety net: quotas raised, runs reaped)."""
+    owners = {run.owner_id for run in runs_repo.parked(session, every_owner=True)}
+    return [run_id for owner in sorted(owners, key=lambda o: o or 0)
+            for run_id in release_parked(session, owner, default_running)]
+
+
+def _running_limit(session: Session, owner_id: int | None, default_running: int | None) -> int:
+    user = session.get(User, owner_id) if owner_id is not None else None
+    own = user.max_running_runs if user is not None else None
+    if own is not None:
+        return own
+    return get_settings().quota_running_runs if default_running is None else default_running
+
+
+def _started(session: Session, run_id: int, worker: str) -> Claim:
     attempt = runs_repo.attempts(session, run_id)
     checkpoint = artifacts_repo.latest_checkpoint(session, run_id)
     step = checkpoint[0] if checkpoint else None
@@ -141,6 +246,9 @@ def _begin_again(session: Session, run_id: int, worker: str, attempt: int, step:
     Their seqs are not given out again (runs.metric_seq only grows)."""
     dropped = runs_repo.drop_points_after(session, run_id, step or 0)
     runs_repo.touch(session, run_id, current_step=step or 0)
+    # Steps past the resume point are trained again: the lost attempt's adapters of them are not this run's.
+    stale = artifacts_repo.step_adapters_after(session, run_id, step or 0)
+    blobs.collect_garbage(session, artifacts_repo.delete_all(session, stale))
     where = f"from step {step}" if step else "from the beginning (no checkpoint had been stored)"
     add_to_timeline(session, run_id, "resumed", f"Resumed {where} on worker {worker} (attempt {attempt}).",
               from_step=step or 0, attempt=attempt, worker=worker, replaced_points=dropped)
@@ -191,6 +299,7 @@ def finish_run(session: Session, run_id: int, status: RunStatus, final: dict[str
                                  error_message=error.get("message"), error_traceback=error.get("traceback"))
     if moved:
         add_to_timeline(session, run_id, status.value, end_message(status, final or {}, error), code=error.get("code"))
+        release_parked(session, session.scalar(select(Run.owner_id).where(Run.id == run_id)))  # a slot is free
     return moved
 
 
@@ -205,6 +314,20 @@ def adapter_files(session: Session, run: Run) -> list[tuple[str, int]]:
     """(name, blob id) of a run's adapter files; a conflict error while there are none yet."""
     files = [(a.name, a.blob_id) for a in runs_repo.artifacts(session, run.id)]
     if not files:
-        raise StudioError("conflict", "no_adapter", f"Run {run.id} has no adapter yet (status {run.status}); it is "
-                          "stored when the run succeeds or is cancelled.")
+        raise StudioError("conflict", "no_adapter", f"Run {run.id} {why_no_adapter(run)}")
     return files
+
+
+def why_no_adapter(run: Run) -> str:
+    """Why a run has no adapter to download, in its state's words (the end of a sentence after "Run N")."""
+    if run.status == RunStatus.queued:
+        return "has not started yet: its adapter is stored when it ends."
+    if run.status == RunStatus.running and run.cancel_requested:
+        return "is stopping: the adapter trained so far is stored in a moment."
+    if run.status == RunStatus.running:
+        return "is still training: its adapter is stored when it ends."
+    if run.status == RunStatus.failed:
+        return f"failed ({run.error_code}), so it has no adapter; see its error on the run page."
+    if run.status == RunStatus.cancelled and run.started_at is None:
+        return "was cancelled before it started, so it has no adapter."
+    return f"{run.status} without storing an adapter (it stopped before one was saved)."

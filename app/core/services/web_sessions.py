@@ -10,6 +10,7 @@ from app.core import credentials
 from app.core.db import as_utc, utcnow
 from app.core.models import User, WebSession
 from app.core.repositories import users as users_repo
+from app.core.services import audit
 
 
 def start_session(session: Session, user: User, lifetime: timedelta) -> tuple[WebSession, str]:
@@ -36,6 +37,8 @@ def end_session(session: Session, cookie: str) -> None:
     """Sign this browser out (nothing happens for an unknown cookie)."""
     web_session = users_repo.session_by_hash(session, credentials.digest(cookie))
     if web_session is not None:
+        user = session.get(User, web_session.user_id)
         session.delete(web_session)
         session.flush()
+        audit.record(session, "logout", user.username if user else "", actor=user)
 

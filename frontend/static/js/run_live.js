@@ -4,15 +4,20 @@
 
 import { ChartPanel } from "./charts/chart_panel.js";
 import { cssVar } from "./charts/colors.js";
+import { metric } from "./charts/format.js";
+import { RunClock } from "./run_clock.js";
 import { RunPoints } from "./run_points.js";
 
 const ENDED = new Set(["succeeded", "failed", "cancelled"]);
 // Long enough to coalesce a burst of history into one draw, short enough to keep live latency low.
 const DRAW_EVERY_MS = 50;
+// New steps move the ETA: the server measures it again at most this often (the clock ticks on by itself meanwhile).
+const CLOCK_EVERY_MS = 2000;
 const lossEl = document.getElementById("loss-chart");
 const points = new RunPoints(); // by seq; a resumed run's repeated steps replace the ones they supersede
 let drawTimer = null;
 let timelineTimer = null;
+let clockTimer = null;
 let status = lossEl.dataset.status;
 
 function panels() {
@@ -24,7 +29,9 @@ function panels() {
       ...one("eval_loss", "eval loss", cssVar("--chart-eval"), { smooth: false, dots: true })], 320),
     make("lr-chart", one("learning_rate", "learning rate", cssVar("--chart-lr"))),
     make("grad-norm-chart", one("grad_norm", "grad norm", cssVar("--chart-grad"))),
-    make("throughput-chart", one("tokens_per_second", "tokens/s", cssVar("--chart-speed"))),
+    // The rate over each logging interval, with the attempt's average since it began dashed beside it.
+    make("throughput-chart", [...one("tokens_per_second", "tokens/s", cssVar("--chart-speed")),
+      ...one("tokens_per_second_avg", "average tokens/s", cssVar("--muted"), { smooth: false, dash: [6, 4] })]),
     make("memory-chart", one("memory_mb", "memory MB", cssVar("--chart-memory"))),
   ];
 }
@@ -38,6 +45,16 @@ function draw() {
   const newest = list.reduce((at, p) => Math.max(at, p.logged_at ?? 0), 0);
   if (newest) lossEl.dataset.lastLoggedAt = String(newest);
   for (const chart of charts) chart.setSource("run", list);
+  showThroughput();
+}
+
+function showThroughput() {
+  const figure = document.getElementById("throughput-chart-figure");
+  const last = points.latest("tokens_per_second");
+  const average = points.latest("tokens_per_second_avg");
+  if (!figure || last === null) return;
+  figure.textContent = `last interval ${metric(last)} tokens/s`
+    + (average === null ? "" : ` · average ${metric(average)} tokens/s`);
 }
 
 function scheduleDraw() {
@@ -56,6 +73,7 @@ function onMetric(point) {
   }
   // An evaluation adds a timeline entry; coalesce a burst of them into one fetch.
   if (typeof point.eval_loss === "number") timelineTimer ??= setTimeout(refreshTimeline, 1000);
+  else if (status === "running") clockTimer ??= setTimeout(refreshClock, CLOCK_EVERY_MS);
   scheduleDraw();
 }
 
@@ -87,6 +105,11 @@ function refreshTimeline() {
   refresh("timelineUrl", "run-timeline");
 }
 
+function refreshClock() {
+  clockTimer = null;
+  refresh("clockUrl", "run-clock");
+}
+
 function onStatus(event, source) {
   showProgress(event);
   if (ENDED.has(event.status)) {
@@ -110,3 +133,4 @@ function listen() {
 }
 
 listen();
+new RunClock(document.getElementById("run-summary")).start();

@@ -19,6 +19,16 @@ export class RunPoints {
     return this.bySeq.values();
   }
 
+  /** The newest finite value of `key`: from the point of the highest step, the latest report among equals. */
+  latest(key) {
+    let best = null;
+    for (const p of this.bySeq.values()) {
+      if (typeof p[key] !== "number" || !Number.isFinite(p[key])) continue;
+      if (!best || p.step > best.step || (p.step === best.step && p.seq > best.seq)) best = p;
+    }
+    return best ? best[key] : null;
+  }
+
   add(point) {
     const k = kind(point);
     const highest = Math.max(-Infinity, ...this.top.values());

@@ -5,7 +5,7 @@ import { cssVar, withAlpha } from "./colors.js";
 import { MAX_POINTS, downsample } from "./downsample.js";
 import { columnsToRows, chartPng, save, toCsv } from "./export.js";
 import { duration, metric, tokens } from "./format.js";
-import { align, extract } from "./series.js";
+import { align, extract, tooFewForALine } from "./series.js";
 import { smooth } from "./smoothing.js";
 
 const X_AXES = {
@@ -116,7 +116,8 @@ export class ChartPanel {
       width: raw ? 1 : 2,
       dash: def.dash,
       spanGaps: true, // sparse series (eval every N steps) are joined, not left as dots
-      points: { show: Boolean(def.dots) && !raw, size: 5, fill: def.color },
+      // Asked at every draw: a lone point (an early or a cancelled run) has no line, so it shows as a dot.
+      points: { show: (u, i) => !raw && (Boolean(def.dots) || tooFewForALine(u.data[i])), size: 5, fill: def.color },
       value: (u, v) => metric(v),
     };
   }

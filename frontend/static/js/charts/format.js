@@ -22,3 +22,15 @@ export function duration(s) {
   const sec = String(total % 60).padStart(2, "0");
   return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
 }
+
+/** Seconds in words read at a glance, as the pages' server side writes them (run_figures.duration): 45s, 3m 20s,
+ *  2h 05m; a dash when unknown. */
+export function words(s) {
+  if (s === null || s === undefined || !Number.isFinite(s)) return "—";
+  const total = Math.round(s);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = total % 60;
+  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+  return m ? `${m}m ${String(sec).padStart(2, "0")}s` : `${sec}s`;
+}

@@ -26,3 +26,10 @@ export function align(series) {
   });
   return [xs, ...columns];
 }
+
+/** Whether a column holds fewer than two finite values: too few for a line, so its points must be drawn. */
+export function tooFewForALine(column) {
+  let n = 0;
+  for (const y of column) if (finite(y) && ++n > 1) return false;
+  return true;
+}

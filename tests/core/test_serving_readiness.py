@@ -1,0 +1,44 @@
+"""vLLM's rules for a LoRA adapter, checked on its config and tensor names: what it refuses (DoRA,
+modules_to_save, trained biases, embedding adapters, ranks past 512), the rank flag it needs, and the command."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.adapter_import import Tensor
+from app.core.serving_readiness import vllm
+
+LAYER = "base_model.model.model.layers.0"
+TENSORS = [Tensor(f"{LAYER}.self_attn.{m}.lora_{s}.weight", "F32", (8, 64)) for m in ("q_proj", "v_proj")
+           for s in "AB"]
+CONFIG = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "bias": "none"}
+
+
+def test_a_plain_adapter_is_ready_with_the_command_that_serves_it() -> None:
+    verdict = vllm(CONFIG, TENSORS, "/models/smollm2", "bot-v1")
+    assert verdict.ready and verdict.problems == []
+    assert verdict.command == "vllm serve /models/smollm2 --enable-lora --lora-modules bot-v1=/path/to/bot-v1"
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"use_dora": True}, "does not serve DoRA"),
+    ({"modules_to_save": ["lm_head"]}, "no modules_to_save (lm_head)"),
+    ({"bias": "lora_only"}, "without trained biases"),
+    ({"r": 1024}, "above vLLM's largest --max-lora-rank (512)"),
+])
+def test_what_vllm_refuses_is_named_and_no_command_is_offered(change: dict, words: str) -> None:
+    verdict = vllm({**CONFIG, **change}, TENSORS, "base", "bot-v1")
+    assert not verdict.ready and words in verdict.problems[0] and verdict.command == ""
+
+
+def test_an_embedding_adapter_is_refused() -> None:
+    tensors = [*TENSORS, Tensor("base_model.model.model.embed_tokens.lora_embedding_A.weight", "F32", (8, 100))]
+    tensors.append(Tensor("base_model.model.model.embed_tokens.lora_A.weight", "F32", (8, 100)))
+    assert "not to embed_tokens" in vllm(CONFIG, tensors, "base", "x").problems[0]
+
+
+@pytest.mark.parametrize(("rank", "flag"), [(16, ""), (24, " --max-lora-rank 32"), (320, " --max-lora-rank 320"),
+                                            (400, " --max-lora-rank 512")])
+def test_a_rank_past_the_default_gets_the_smallest_flag_that_fits(rank: int, flag: str) -> None:
+    verdict = vllm({**CONFIG, "r": rank}, TENSORS, "base", "x")
+    assert verdict.ready and verdict.command.endswith("x=/path/to/x" + flag)
