@@ -92,7 +92,7 @@ def up(
 
 @cli.command()
 def worker(
-    concurrency: int = typer.Option(1, help="Tasks at once (one process each)."),
+    concurrency: int = typer.Option(1, help="Tasks at once (a thread each; a task's work is a child process)."),
     queues: str = typer.Option(
         "training", help="Which jobs to take: training, short (the dataset doctor; later evaluation) or "
         "training,short. Training alone by default, so a GPU machine's device is never shared with a short job; "

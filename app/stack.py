@@ -158,9 +158,15 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
     raise RuntimeError(f"{url} did not answer /healthz within {timeout:.0f} s")
 
 
-def worker_argv(queue: str, concurrency: int = 1, name: str | None = None, pool: str = "prefork") -> list[str]:
+def worker_argv(queue: str, concurrency: int = 1, name: str | None = None, pool: str = "threads") -> list[str]:
     """A Celery worker consuming `queue` (several: comma-separated) with `pool`, named name@host
-    where given (two workers on one host need two names)."""
+    where given (two workers on one host need two names).
+
+    Threads, not Celery's default prefork: a task's work runs in a child process the job runner spawns
+    (worker/jobs), so a task only waits on it, and a pool thread per slot is all it needs. Prefork forks a
+    fresh pool process after each task while the worker's own threads (janitor, announcer) run; a fork taken
+    while one of them held a lock left a pool process blocked on that lock for ever (futex wait, seen in
+    about one fork in 300-900 here): the worker lost a slot and ran everything one after another."""
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue, "--pool", pool,
             "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
     return argv + (["-n", f"{name}@%h"] if name else [])
@@ -181,9 +187,7 @@ def lane_argv(settings: Settings, lanes: str, concurrency: int = 1) -> list[str]
     run beside a training worker on the same host."""
     queues = lane_queues(settings, lanes)
     if queues == settings.resolved_short_queue:
-        # The solo pool: a short job's work runs in a child process of its own (the job runner spawns it), so the
-        # Celery process needs no fork per task; and a prefork pool of one process replaced after every task
-        # (worker_max_tasks_per_child=1) was seen to take a message and never start it (celery/celery#1310).
+        # The solo pool: one short job at a time, its work in a child process the job runner spawns.
         return worker_argv(queues, 1, "short", pool="solo")
     return worker_argv(queues, concurrency)
 

@@ -9,9 +9,8 @@ another. For each it reads the run's timeline and reports, from the moment the P
   imported  the trainer finished importing torch/transformers and began loading the tokenizer,
   ready     the Trainer began training (the "started" event); ready - "loading model" is the model load.
 The goal (issue 5) is spawned ≤ 1 s; model load is reported separately. Each POST waits --idle seconds after
-the previous run ended: a worker process takes one task and is then replaced (worker_max_tasks_per_child=1),
-and a POST in the seconds of that replacement waits for it (measure that case with --idle 0). Timeline times are
-when the worker stored each event, so they include the job runner's read and database write.
+the previous run ended (--idle 0: a POST that arrives while the previous run is being concluded). Timeline times
+are when the worker stored each event, so they include the job runner's read and database write.
 """
 
 from __future__ import annotations

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
 
 from app.core.config import get_settings
 from app.core.jobs import SHORT_TASKS
-from app.core.resources import resources
 
 
 def make_celery() -> Celery:
@@ -18,10 +16,10 @@ def make_celery() -> Celery:
                           "worker.janitor", "worker.jobs.sweep"])
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
-        task_acks_late=True,  # a task lost with its worker is redelivered…
-        task_reject_on_worker_lost=True,  # …and the atomic claim makes the redelivery harmless
+        # A task lost with its worker stays unacknowledged and is delivered again (Redis: after the visibility
+        # timeout); the atomic claim makes the redelivery harmless.
+        task_acks_late=True,
         worker_prefetch_multiplier=1,
-        worker_max_tasks_per_child=1,  # one training task per worker process
         broker_transport_options=transport,
         result_backend=None,
         task_ignore_result=True,
@@ -35,11 +33,3 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
-
-
-@worker_process_init.connect
-def _forget_inherited_connections(**_kwargs) -> None:  # noqa: ANN003
-    """A forked pool child must not reuse database connections it inherited from the parent."""
-    res = resources()
-    if "engine" in res.__dict__:  # created before the fork
-        res.engine.dispose(close=False)

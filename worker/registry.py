@@ -56,7 +56,7 @@ class Announcer:
 
     def __init__(self, hostname: str, device: dict[str, Any]) -> None:
         self.hostname, self.device = hostname, device
-        self.client = Resources().redis  # its own client, not the one forked pool children inherit
+        self.client = Resources().redis  # its own client: a thread of its own beside the jobs' threads
         self.stop = threading.Event()
 
     def announce(self) -> None:

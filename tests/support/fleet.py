@@ -41,7 +41,7 @@ from worker.planning.spec import RunSpec
 
 @dataclass
 class Worker:
-    """One worker process (its main process leads a process group holding its pool children)."""
+    """One worker process (it leads a process group; the job runner's children have groups of their own)."""
 
     name: str
     proc: subprocess.Popen
@@ -83,7 +83,7 @@ class Fleet:
                  lambda: f"workers {names} not ready:\n" + self.logs())
 
     def kill(self, name: str) -> float:
-        """kill -9 a worker's whole process group (main process and pool children); returns the wall time."""
+        """kill -9 a worker's whole process group; returns the wall time (its trainers die with it: PDEATHSIG)."""
         worker = self.workers[name]
         killed_at = time.time()
         with contextlib.suppress(ProcessLookupError):
