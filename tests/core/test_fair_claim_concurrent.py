@@ -4,12 +4,13 @@ eight workers claiming at once start each run once and never more of one user's 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.core.config import Settings
 from app.core.db import session_scope
@@ -70,3 +71,35 @@ def test_concurrent_claims_start_each_run_once_within_the_quota(own: Resources) 
         parked = session.scalars(select(Run.id).where(Run.dispatched_to == "parked")).all()
     assert len(running) == 2
     assert len(parked) == WORKERS - 5  # every message that started nothing parked one queued run
+
+
+def test_a_claim_that_waited_for_the_end_of_the_run_before_it_is_stamped_after_that_end(own: Resources) -> None:
+    """A claim reads the clock, then may wait for SQLite's write lock; if the writer was the end of the run whose
+    slot it takes, the run it starts must not look as if it began before that end (a quota seemingly broken)."""
+    if own.engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL the claim does not wait for that end: it sees the slot taken and parks")
+    with session_scope(own.session_factory) as session:
+        user = User(username=f"u-{uuid.uuid4().hex[:8]}", password_hash="x", max_running_runs=1)
+        session.add(user)
+        session.flush()
+        first = insert_run(session, status=RunStatus.running, owner_id=user.id, attempts=1)
+        second = insert_run(session, status=RunStatus.queued, owner_id=user.id, dispatched_to="r")
+    locked, claimed = threading.Event(), []
+
+    def claim() -> None:
+        locked.wait(10)
+        with session_scope(own.session_factory) as session:
+            claimed.append(run_service.claim_next(session, second, worker="w@host"))
+
+    waiting = threading.Thread(target=claim)
+    waiting.start()
+    with session_scope(own.session_factory) as session:
+        session.execute(update(Run).where(Run.id == first).values(name="r"))  # takes the write lock
+        locked.set()
+        time.sleep(0.5)  # the claim has read its clock and waits for the lock
+        assert run_service.finish_run(session, first, RunStatus.succeeded)
+    waiting.join(30)
+    assert claimed and claimed[0] and claimed[0][0] == second
+    with session_scope(own.session_factory) as session:
+        ended, started = session.get(Run, first).finished_at, session.get(Run, second).started_at
+    assert started >= ended, (started, ended)

@@ -194,6 +194,9 @@ def claim_next(session: Session, named_run_id: int, worker: str, default_running
     if run_id is None:
         runs_repo.park(session, named_run_id)
         return None
+    # Stamped again now that the claim holds: the clock read above can predate a wait for another writer (SQLite's
+    # write lock), and that writer may be the end of the run whose slot this one takes, stamped after `now`.
+    runs_repo.touch(session, run_id, started_at=utcnow())  # the heartbeat too
     runs_repo.pass_message(session, run_id, named_run_id)
     return run_id, _started(session, run_id, worker)
 
