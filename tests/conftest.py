@@ -98,6 +98,21 @@ def admin(resources: Resources) -> Account:
     return create_account(resources, "test-admin", admin=True)
 
 
+@pytest.fixture(scope="module")
+def member(resources: Resources) -> Account:
+    """An ordinary user (one per test module that asks for one)."""
+    return create_account(resources)
+
+
+@pytest.fixture
+def as_member(app, member: Account) -> Iterator:  # noqa: ANN001
+    """An HTTP client for the app (in process), signed in as `member`."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers=member.headers) as test_client:
+        yield test_client
+
+
 @pytest.fixture(autouse=True)
 def _database_transaction(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test that uses the database runs in one transaction, rolled back at its end, unless marked `committed`.

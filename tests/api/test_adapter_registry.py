@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,23 +14,10 @@ from sqlalchemy import select
 
 from app.core.generation.adapter_hash import adapter_sha256
 from app.core.models import AuditEntry, RunStatus
-from app.core.resources import Resources
 from tests.support.accounts import Account, create_account
 from tests.support.generation_fixtures import adapter_run
 
 CHAT = [{"role": "user", "content": "Who are you?"}]
-
-
-@pytest.fixture(scope="module")
-def member(resources: Resources) -> Account:
-    """An ordinary user."""
-    return create_account(resources)
-
-
-@pytest.fixture
-def as_member(app, member: Account) -> Iterator[TestClient]:  # noqa: ANN001
-    with TestClient(app, headers=member.headers) as test_client:
-        yield test_client
 
 
 def _run(session, ids: dict, owner: Account, status: RunStatus = RunStatus.succeeded) -> int:  # noqa: ANN001

@@ -37,12 +37,6 @@ from worker.planning.reports import Metric
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
 
-@pytest.fixture(scope="module")
-def member(resources: Resources) -> Account:
-    """An ordinary user."""
-    return create_account(resources)
-
-
 def _count(session, model, *where) -> int:  # noqa: ANN001
     session.rollback()  # read what the app committed
     return session.scalar(select(func.count()).select_from(model).where(*where))

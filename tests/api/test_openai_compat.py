@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,18 +32,6 @@ from tests.support.upload_server import web_server
 
 ANSWER = "Hello from the stand-in service."
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
-
-
-@pytest.fixture(scope="module")
-def member(resources: Resources) -> Account:
-    """An ordinary user."""
-    return create_account(resources)
-
-
-@pytest.fixture
-def as_member(app, member: Account) -> Iterator[TestClient]:  # noqa: ANN001
-    with TestClient(app, headers=member.headers) as test_client:
-        yield test_client
 
 
 def checkpointed_run(session, base_model_id: int, dataset_id: int, owner_id: int | None,  # noqa: ANN001

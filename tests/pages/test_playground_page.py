@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,25 +15,12 @@ from fastapi.testclient import TestClient
 from app.core.generation import protocol
 from app.core.generation.adapter_hash import adapter_sha256
 from app.core.models import RunStatus
-from app.core.resources import Resources
-from tests.support.accounts import Account, create_account, log_in
+from tests.support.accounts import log_in
 from tests.support.generation_fixtures import adapter_run as stored_adapter_run
 from tests.support.generation_standin import FAIL_MARKER, GenerationStandIn
 
 STREAM = "/api/playground/stream"
 HELLO = [{"role": "user", "content": "Say hello"}]
-
-
-@pytest.fixture(scope="module")
-def member(resources: Resources) -> Account:
-    """An ordinary user."""
-    return create_account(resources)
-
-
-@pytest.fixture
-def as_member(app, member: Account) -> Iterator[TestClient]:  # noqa: ANN001
-    with TestClient(app, headers=member.headers) as test_client:
-        yield test_client
 
 
 def adapter_run(session, ids: dict, owner_id: int | None, name: str,  # noqa: ANN001

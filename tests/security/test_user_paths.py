@@ -12,8 +12,7 @@ from pydantic import ValidationError
 
 from app.api.models import HIDDEN_REF
 from app.core.models import Run, RunStatus
-from app.core.resources import Resources
-from tests.support.accounts import Account, create_account
+from tests.support.accounts import Account
 from worker.jobs.inputs import export_training_inputs
 from worker.planning.inputs import TrainingInputs, gguf_path
 from worker.planning.spec import ModelSpec, RunSpec
@@ -21,12 +20,6 @@ from worker.planning.spec import ModelSpec, RunSpec
 BAD_GGUF = ["../x.gguf", "/etc/passwd", "/etc/x.gguf", "a/b.gguf", "a\\b.gguf", "model.bin", "..", ".hidden.gguf",
             "x\x00.gguf", "c:x.gguf", "x" * 300 + ".gguf"]
 BAD_REVISION = ["../main", "a/b", "-x", ".x", "a..b", "ma in", "ünïcode", "x" * 101]
-
-
-@pytest.fixture(scope="module")
-def member(resources: Resources) -> Account:
-    """An ordinary user."""
-    return create_account(resources)
 
 
 @pytest.fixture
