@@ -24,12 +24,16 @@ COPY frontend /src/frontend
 
 FROM base AS worker
 # tcmalloc for the trainer processes (worker/planning/allocator.py preloads it): faster, leaner CPU training.
-RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 \
+# A C++ toolchain: llama-cpp-python (GGUF exports' verification) is built from its sdist, PyPI has no CPU wheel.
+RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 build-essential cmake \
  && rm -rf /var/lib/apt/lists/*
 # The training extra on top of the base's web dependencies (the empty packages are still there).
 RUN pip install ".[train]" && pip uninstall -y lorastudio
 COPY --from=source /src/ ./
 RUN pip install --no-deps -e .
+# llama.cpp's own GGUF converters, from the same llama-cpp-python release (worker/export/llama_cpp_tools.py).
+ENV LORASTUDIO_LLAMA_CPP_DIR=/opt/llama.cpp-tools
+RUN python -m worker.export.llama_cpp_tools fetch
 USER studio
 CMD ["lorastudio", "worker"]
 

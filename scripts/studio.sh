@@ -27,6 +27,17 @@ setup() {
     echo "== installed (pip's full output: $VENV/pip-install.log)"
   fi
   ensure_allocator
+  ensure_llama_cpp_tools
+}
+
+ensure_llama_cpp_tools() {
+  # GGUF exports run llama.cpp's own converters, shipped in the llama-cpp-python sdist (the same release as the
+  # installed llama-cpp-python): kept once in ~/.cache/lorastudio, outside the clone.
+  "$PY" -m worker.export.llama_cpp_tools where 2>/dev/null | grep -q "(complete)" && return 0
+  echo "== fetching llama.cpp's GGUF converters (llama-cpp-python's sdist from PyPI)"
+  "$PY" -m worker.export.llama_cpp_tools fetch >>"$VENV/pip-install.log" 2>&1 \
+    || echo "note: could not fetch llama.cpp's converters; GGUF exports will fail until" \
+      "\`$PY -m worker.export.llama_cpp_tools fetch\` succeeds" >&2
 }
 
 pip_install() {
