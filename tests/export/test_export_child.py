@@ -142,6 +142,23 @@ def test_a_gguf_lora_applied_by_llama_cpp_answers_as_the_adapter_does(tmp_path, 
     assert any(t.name.endswith("lora_a") for t in reader.tensors)
 
 
+@pytest.mark.slow
+def test_a_qlora_adapter_is_merged_into_the_16_bit_base_and_the_difference_reported(tmp_path, base_and_adapter,
+                                                                                     tools):
+    from worker.planning.spec import RunSpec
+
+    spec = RunSpec(method="qlora", model={"base_model": "tiny"}, data={"path": "-"}).model_dump(mode="json")
+    reports, out = export(tmp_path, *base_and_adapter, "merged", tools, spec=spec)
+    result = reports[-1]
+    assert isinstance(result, Result), reports[-1]
+    assert "compare with the 4-bit base it was trained on" in [r.message for r in reports if r.type == "log"]
+    trained = result.data["report"]["trained_on_4bit"]
+    assert trained["quant_type"] == "nf4"
+    # The reference is the 16-bit base with the adapter; NF4 rounding of a random base moves some choices.
+    assert 0.0 < trained["top1_4bit_vs_16bit"] < 1.0
+    assert result.data["report"]["dtype"] == "bfloat16"
+
+
 def test_missing_converters_fail_the_export_naming_the_fix(tmp_path, base_and_adapter):
     empty = tmp_path / "no-tools"
     empty.mkdir()

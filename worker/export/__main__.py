@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         inputs = ExportInputs.model_validate_json(args.inputs.read_text())
-        plan = stages(inputs.format)
+        plan = stages(inputs.format, inputs.trained_4bit)
         sink.emit(Started(device="cpu", total_steps=len(plan)))
 
         def progress(done: int, stage: str) -> None:

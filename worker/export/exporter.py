@@ -37,9 +37,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def stages(fmt: str) -> list[str]:
+def stages(fmt: str, trained_4bit: bool = False) -> list[str]:
     """The stages an export of fmt goes through, in order (progress is the number done)."""
     head = ["load the base and the adapter", "reference generations"]
+    head += ["compare with the 4-bit base it was trained on"] if trained_4bit else []
     return head + {
         "merged": ["merge into 16-bit and save", "verify the merged model"],
         "gguf": ["merge into 16-bit", "convert to GGUF f16", "verify GGUF f16", "convert to GGUF q8_0",
@@ -61,7 +62,7 @@ def sixteen_bit(model: Any) -> Any:
 class Exporter:
     def __init__(self, inputs: ExportInputs, out: Path, scratch: Path, progress: Callable[[int, str], None]) -> None:
         self.inputs, self.out, self.scratch, self.progress = inputs, out, scratch, progress
-        self.plan = stages(inputs.format)
+        self.plan = stages(inputs.format, inputs.trained_4bit)
         self.done = 0
         self.report: dict[str, Any] = {"format": inputs.format, "prompts": len(inputs.prompts),
                                        "max_new_tokens": inputs.max_new_tokens, "min_agreement":
@@ -97,6 +98,9 @@ class Exporter:
                 "base_top1": round(agreement.top1_agreement(self.reference, base_top1), 4),
                 "texts": [tokenizer.decode(r) for r in self.reference[:4]]}
         self.tokenizer = tokenizer
+        if self.inputs.trained_4bit:
+            with self._stage("compare with the 4-bit base it was trained on"):
+                self._compare_4bit()
         if fmt == "gguf_lora":
             return self._gguf_lora(base_dir)
         with self._stage("merge into 16-bit and save" if fmt == "merged" else "merge into 16-bit"):
@@ -128,6 +132,28 @@ class Exporter:
         with self._stage("verify the GGUF LoRA on the GGUF base"):
             self._verify_llama("lora", base_gguf, lora_gguf, quantized=False)
         return self._files(), self.report
+
+    def _compare_4bit(self) -> None:
+        """QLoRA trained the adapter on a 4-bit base; every export applies it to the 16-bit base (merging into a
+        re-quantized base would add the quantization error twice). Report how often the next-token choices on the
+        4-bit base (as trained) match the reference on the 16-bit one: the difference the person should know."""
+        from peft import PeftModel
+
+        from worker.planning.inputs import TrainingInputs
+        from worker.planning.spec import RunSpec
+        from worker.trainer.model import _base_model
+
+        spec = RunSpec.model_validate(self.inputs.spec)
+        ref = self.inputs.base
+        inputs = TrainingInputs(model_ref=ref.ref, gguf_file=ref.gguf_file, data_path="-")
+        quantized = _base_model(spec, "cpu", inputs)  # loads inputs.model_ref, quantized as the spec says
+        if len(self.tokenizer) > quantized.get_input_embeddings().weight.shape[0]:
+            quantized.resize_token_embeddings(len(self.tokenizer))
+        model = PeftModel.from_pretrained(quantized, self.inputs.adapter_dir, is_trainable=False).eval()
+        top1 = generations.torch_top1(model, self.prompts, self.reference)
+        self.report["trained_on_4bit"] = {
+            "quant_type": spec.quantization.quant_type if spec.quantization else None,
+            "top1_4bit_vs_16bit": round(agreement.top1_agreement(self.reference, top1), 4)}
 
     def _save(self, model: Any, tokenizer: Any, folder: Path, dtype: Any) -> Path:
         """The model in dtype (sharded past 2 GB) with its tokenizer, chat template and generation config."""

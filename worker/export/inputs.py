@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,14 @@ class ExportInputs(BaseModel):
     max_new_tokens: int = Field(32, ge=1, le=256)
     min_agreement: float = Field(0.9, ge=0.0, le=1.0)  # teacher-forced top-1 agreement an export must reach
     llama_cpp_dir: str | None = None  # llama.cpp's converters (convert_*_to_gguf.py, gguf-py); None: the default
+    # The RunSpec the adapter was trained with (the version's lineage): a QLoRA adapter is merged into the 16-bit
+    # base, and the report says how far that moves it from the 4-bit base it was trained on.
+    spec: dict[str, Any] | None = None
+
+    @property
+    def trained_4bit(self) -> bool:
+        """True for an adapter QLoRA trained (on a 4-bit base)."""
+        return bool(self.spec) and self.spec.get("method") == "qlora"
 
 
 class ExportFile(BaseModel):
