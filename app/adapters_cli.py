@@ -1,10 +1,15 @@
 """`lorastudio adapters`: the adapter registry of a running studio (register a run's adapter as a version, move
-aliases, read lineage, download a version)."""
+aliases, read lineage, download a version, export one to merged or GGUF files and download those)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import typer
 
@@ -99,3 +104,110 @@ def import_adapter(name: str, folder: Path = typer.Argument(..., help="A PEFT ad
     typer.echo(f"{name}:v{version['version']} imported (sha256 {version['sha256'][:16]}…)")
     for warning in version["warnings"]:
         typer.echo(f"note: {warning}")
+
+
+EXPORT_DONE = ("succeeded", "failed", "cancelled")
+FORMAT_HELP = "merged (16-bit safetensors), gguf (f16 and Q8_0) or gguf_lora (GGUF LoRA + the base as f16 GGUF)."
+
+
+def _version_ref(reference: str) -> tuple[str, int]:
+    """NAME:vN as (name, N); anything else is an error naming the shape."""
+    found = re.fullmatch(r"(.+):v([0-9]{1,9})", reference)
+    if not found:
+        typer.echo(f"error: {reference!r} is not NAME:vN (e.g. support-bot:v2)", err=True)
+        raise typer.Exit(1)
+    return found[1], int(found[2])
+
+
+@adapters_app.command("export")
+def export(reference: str = typer.Argument(..., metavar="NAME:vN"),
+           fmt: str = typer.Option(..., "--format", help=FORMAT_HELP),
+           wait: bool = typer.Option(False, "--wait", help="Wait for it, print its stages and verification; exit 0 "
+                                     "only if it succeeded."),
+           server: str = SERVER, token: str = TOKEN) -> None:
+    """Export a version to merged or GGUF files, verified by generation against the adapter on its base."""
+    name, version = _version_ref(reference)
+    client = StudioClient(server, token)
+    made = client.post(f"/api/adapters/{name}/versions/{version}/exports", json={"format": fmt})
+    typer.echo(f"export {made['id']} of {name}:v{version} to {fmt}: {made['status']}")
+    if wait:
+        made = _wait_export(client, made["id"])
+    if made["status"] in EXPORT_DONE:
+        _print_export(made)
+    if wait and made["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def _wait_export(client: StudioClient, export_id: int, poll_s: float = 2.0) -> dict[str, Any]:
+    """Print each stage as the exporter reaches it until the export ends; the export as it ended."""
+    shown = None
+    while True:
+        made = client.get(f"/api/exports/{export_id}")
+        progress = (made["status"], made["stage"], made["progress_done"], made["progress_total"])
+        if progress != shown:
+            shown = progress
+            typer.echo(f"{progress[0]} {progress[2]}/{progress[3] or '?'} {progress[1]}".rstrip(), err=True)
+        if made["status"] in EXPORT_DONE:
+            return made
+        time.sleep(poll_s)
+
+
+def _print_export(made: dict[str, Any]) -> None:
+    """An ended export: why it failed, or its verification and files."""
+    if made["error"]:
+        typer.echo(f"export {made['id']} {made['status']}: {made['error']}")
+        return
+    if made["agreement"] is not None:
+        typer.echo(f"verification: {made['agreement'] * 100:.1f}% agreement with the adapter on its base")
+    for file in made["files"]:
+        typer.echo(f"  {file['name']}  {file['size']:,} bytes  sha256 {file['sha256']}")
+    if made["files"]:
+        typer.echo(f"download: lorastudio adapters export-download {made['id']}")
+
+
+@adapters_app.command("exports")
+def exports(reference: str = typer.Argument(..., metavar="NAME:vN"), server: str = SERVER, token: str = TOKEN,
+            as_json: bool = AS_JSON) -> None:
+    """A version's exports: format, state, verification, files."""
+    name, version = _version_ref(reference)
+    found = StudioClient(server, token).get(f"/api/adapters/{name}/versions/{version}/exports")
+    _table(found, [("ID", lambda e: e["id"]), ("FORMAT", lambda e: e["format"]), ("STATUS", lambda e: e["status"]),
+                   ("STAGE", lambda e: e["stage"] or ""),
+                   ("AGREEMENT", lambda e: "" if e["agreement"] is None else f"{e['agreement'] * 100:.1f}%"),
+                   ("FILES", lambda e: ", ".join(f["name"] for f in e["files"]))],
+           f"{reference} has no exports yet: lorastudio adapters export {reference} --format gguf", as_json)
+
+
+@adapters_app.command("export-download")
+def export_download(export_id: int, file: str = typer.Option(None, "--file", help="Only this file (default: all)."),
+                    out: Path = typer.Option(Path("."), "--out", help="Folder to write into."),
+                    server: str = SERVER, token: str = TOKEN) -> None:
+    """Download a succeeded export's files, each checked against its sha256 (a mismatch is removed, exit 1)."""
+    client = StudioClient(server, token)
+    made = client.get(f"/api/exports/{export_id}")
+    files = [f for f in made["files"] if file is None or f["name"] == file]
+    if not files:
+        typer.echo(f"error: export {export_id} ({made['status']}) has no file{f' {file}' if file else 's'} to "
+                   "download", err=True)
+        raise typer.Exit(1)
+    for item in files:
+        if not (out / item["name"]).resolve().is_relative_to(out.resolve()):
+            typer.echo(f"error: refusing the file name {item['name']!r} (it leaves {out})", err=True)
+            raise typer.Exit(1)
+        _download_checked(client, f"/api/exports/{export_id}/files/{quote(item['name'])}", out / item["name"],
+                          item["sha256"])
+
+
+def _download_checked(client: StudioClient, path: str, target: Path, sha256: str) -> None:
+    """Stream path into target while hashing it; a file whose hash is not sha256 is removed and exits 1."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with client.unreachable_exits(), client.stream(path) as response, target.open("wb") as fileobj:
+        for chunk in response.iter_bytes():
+            digest.update(chunk)
+            fileobj.write(chunk)
+    if digest.hexdigest() != sha256:
+        target.unlink()
+        typer.echo(f"error: {target.name} arrived with sha256 {digest.hexdigest()}, not {sha256}; removed", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"wrote {target} (sha256 {sha256[:16]}… checked)")

@@ -1,4 +1,4 @@
-"""Stream a zip of stored blobs: written as it is read, no whole file in memory or on disk."""
+"""Stream stored blobs (one file, or a zip of several): written as it is read, no whole file in memory or on disk."""
 
 from __future__ import annotations
 
@@ -53,3 +53,9 @@ def adapter_zip_stream(factory: sessionmaker[Session], files: list[tuple[str, in
                     yield pipe.take()
             yield pipe.take()
     yield pipe.take()
+
+
+def blob_stream(factory: sessionmaker[Session], blob_id: int) -> Iterator[bytes]:
+    """Yield one blob's bytes chunk by chunk, in a session of its own (the request's is closed by now)."""
+    with session_scope(factory) as session:
+        yield from blobs.iter_blob(session, blob_id)

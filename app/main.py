@@ -15,6 +15,7 @@ from app.api import (
     estimates,
     evaluations,
     events,
+    exports,
     health,
     models,
     openai_compat,
@@ -48,7 +49,8 @@ def create_app(res: Resources | None = None) -> FastAPI:
     api_errors.install(app)
     for router in (health.router, openapi.router, datasets.router, analyses.router, models.router, runs.router,
                    events.router, estimates.router, presets.router, audit.router, users.router,
-                   me_api.router, playground.router, samples.router, evaluations.router, adapters.router):
+                   me_api.router, playground.router, samples.router, evaluations.router, adapters.router,
+                   exports.router):
         app.include_router(router)
     _mount_pages(app)
     # After the pages: it wraps their error handlers, answering /v1 paths in OpenAI's shape.

@@ -12,8 +12,8 @@ def make_celery() -> Celery:
     """A Celery app on the studio's Redis; the database, not Celery, holds job state."""
     settings = get_settings()
     app = Celery("lorastudio", broker=settings.redis_url,
-                 include=["worker.tasks.runs", "worker.tasks.datasets", "worker.tasks.evaluations", "worker.registry",
-                          "worker.janitor", "worker.jobs.sweep"])
+                 include=["worker.tasks.runs", "worker.tasks.datasets", "worker.tasks.evaluations",
+                          "worker.tasks.exports", "worker.registry", "worker.janitor", "worker.jobs.sweep"])
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         # A task lost with its worker stays unacknowledged and is delivered again (Redis: after the visibility

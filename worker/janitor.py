@@ -15,6 +15,7 @@ from sqlalchemy import text
 from app.core import blob_staging
 from app.core.db import session_scope
 from app.core.resources import Resources
+from app.core.services.exports import reap_lost_exports
 from app.core.services.recovery import reap_lost_evaluations, reap_lost_runs
 from app.core.services.runs import redispatch_undelivered, release_all_parked
 
@@ -38,6 +39,11 @@ def sweep(res: Resources) -> dict[int, str]:
     for evaluation_id, status in evaluations.items():
         log.warning("evaluation %s lost its worker (no heartbeat for %ss); now %s", evaluation_id,
                     settings.lost_after_s, status)
+    with session_scope(res.session_factory) as session:
+        exports = reap_lost_exports(session, silent_for, settings.max_attempts)
+    for export_id, status in exports.items():
+        log.warning("export %s lost its worker (no heartbeat for %ss); now %s", export_id, settings.lost_after_s,
+                    status)
     return reaped
 
 

@@ -14,8 +14,9 @@ from app.core.config import Settings
 
 log = logging.getLogger(__name__)
 
-# Jobs of minutes at most (the dataset doctor now; evaluation scoring and exports next): they go to the short queue,
-# which a worker slot of its own consumes, so they never wait behind a training run. Every other task is training.
+# Jobs of minutes at most (the dataset doctor): they go to the short queue, which a worker slot of its own consumes,
+# so they never wait behind a training run. Every other task is training, evaluations and exports included: they
+# load a model's weights for minutes, the device a run needs, and must not hold the short lane's one slot.
 SHORT_TASKS = frozenset({"datasets.analyze"})
 
 # Where a session's jobs go: the session factory puts the process's sender in every session's info

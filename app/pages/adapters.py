@@ -1,5 +1,6 @@
 """The adapter registry's pages: the list with a form that registers a run's adapter as a version, and one
-adapter's versions (lineage, playground and download links) with its aliases and the form that moves them."""
+adapter's versions (lineage, playground and download links, exports) with its aliases and the form that moves
+them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import HTTP_STATUS as STATUS
 from app.core.errors import StudioError
 from app.core.models import User
+from app.core.services import exports as export_service
 from app.core.services import registry
 from app.deps import AdapterDep, CurrentUser, SessionDep
 from app.pages.forms import FormDep, whole_number
@@ -65,8 +67,29 @@ def _detail(request: Request, session: Session, adapter: Any, error: StudioError
                "checks": {v.version: registry.compatibility(session, v) for v in versions},
                "serving": {v.version: registry.readiness(session, adapter, v) for v in versions},
                "by_version": {v: [a for a, n in aliases.items() if n == v] for v in aliases.values()},
-               "playground": playground, "error": error}
+               "playground": playground, "error": error, **_exports(session, versions)}
     return render(request, "adapters/detail.html", context, status_code=STATUS[error.kind] if error else 200)
+
+
+def _exports(session: Session, versions: list) -> dict[str, Any]:
+    """Each version's exports (newest first), their files and verification agreement, and the formats offered."""
+    exports = export_service.exports_of(session, [v.id for v in versions])
+    ids = [e.id for found in exports.values() for e in found]
+    return {"exports": exports, "export_files": export_service.files_of(session, ids),
+            "agreement": {e.id: export_service.agreement(e.report) for found in exports.values() for e in found},
+            "formats": export_service.FORMATS}
+
+
+@router.post("/adapters/{name}/versions/{version}/exports")
+def request_export(request: Request, adapter: AdapterDep, version: Annotated[int, Path(ge=1, le=10**9)],
+                   session: SessionDep, user: CurrentUser, form: FormDep) -> Response:
+    """Export a version to the form's format (or show the one already queued, running or done)."""
+    try:
+        found = registry.version_of(session, adapter, version)
+        export_service.request_export(session, user, adapter, found, form.get("format", "").strip())
+    except StudioError as error:
+        return _detail(request, session, adapter, error)
+    return RedirectResponse(f"/adapters/{adapter.name}#exports-v{version}", status_code=303)
 
 
 @router.post("/adapters/{name}/aliases")

@@ -237,3 +237,29 @@ def test_adapters_register_alias_show_and_download(live_studio: LiveStudio, foll
         assert "adapter_model.safetensors" in zipped.namelist()
     listed = json.loads(_cli(live_studio, "adapters", "list", "--json").stdout)
     assert next(a for a in listed if a["name"] == name)["aliases"] == {"production": 1}
+
+
+def test_a_version_exported_merged_is_verified_and_downloaded(live_studio: LiveStudio, followed: tuple,
+                                                                 tmp_path: Path) -> None:
+    """The whole path of an export: the web queues it, a worker runs the real child (merge, reload, generate),
+    stores its files as blobs; the CLI waits, prints the verification and downloads the files, hash-checked."""
+    from transformers import AutoModelForCausalLM
+
+    run_id, _ = followed
+    name = f"exp-{run_id}-{tmp_path.name[-6:]}".replace("_", "-")
+    assert _cli(live_studio, "adapters", "register", name, "--run", str(run_id)).returncode == 0
+    made = _cli(live_studio, "adapters", "export", f"{name}:v1", "--format", "merged", "--wait")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "verification:" in made.stdout and "agreement" in made.stdout
+    listed = json.loads(_cli(live_studio, "adapters", "exports", f"{name}:v1", "--json").stdout)
+    export = listed[0]
+    assert export["status"] == "succeeded" and export["agreement"] >= 0.9
+    assert export["report"]["checks"]["merged"]["verified"]
+    again = _cli(live_studio, "adapters", "export", f"{name}:v1", "--format", "merged")
+    assert f"export {export['id']} " in again.stdout  # the same export, not a second one
+    out = tmp_path / "merged"
+    fetched = _cli(live_studio, "adapters", "export-download", str(export["id"]), "--out", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    assert {f["name"] for f in export["files"]} == {p.name for p in out.iterdir()}
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("lora" in n for n, _ in model.named_parameters())

@@ -16,15 +16,14 @@ from app.core import blobs
 from app.core.db import session_scope
 from app.core.errors import StudioError
 from app.core.eval_sets import read_examples
-from app.core.generation.adapter_hash import adapter_files, adapter_hash
 from app.core.generation.catalog import base_ref, parse_adapter_id
 from app.core.generation.protocol import AdapterRef
 from app.core.models import BaseModelEntry, Dataset, Evaluation
-from app.core.repositories.artifacts import PEFT_FILES
 from app.core.resources import Resources
 from app.core.services import evaluations as evaluation_service
 from worker.evaluation.inputs import EvaluationInputs, JudgeConfig
 from worker.evaluation.scorers import NEEDS
+from worker.jobs.adapter_export import export_adapter
 from worker.jobs.child import ChildProcess, module_argv
 from worker.jobs.runner import JobRunner
 from worker.planning.reports import Error, Metric, Report, Result, Started
@@ -70,7 +69,7 @@ class EvaluationJob:
             _, step = parse_adapter_id(evaluation.model) or (None, None)  # run-<id>@step-<k>: that step's adapter
             adapter = AdapterRef(run_id=evaluation.run_id or 0, step=step, version_id=evaluation.adapter_version_id,
                                  sha256=evaluation.adapter_sha256 or "")
-            _export_adapter(session, adapter, workdir / "adapter")
+            export_adapter(session, adapter, workdir / "adapter")
         settings = self.res.settings
         judge = (JudgeConfig(base_url=settings.judge_base_url, api_key=settings.judge_api_key,
                              model=settings.judge_model, timeout_s=settings.judge_timeout_s)
@@ -171,22 +170,6 @@ def _check_fields(scorers: list[str], examples: list[dict[str, Any]]) -> None:
         if scorer in scorers and not any(field in e for e in examples):
             raise StudioError("invalid", "scorer_field_missing", f"The {scorer} scorer reads each row's "
                               f"\"{field}\", and no row of the eval set has one.", field="scorers")
-
-
-def _export_adapter(session: Session, ref: AdapterRef, folder: Path) -> None:
-    """The run's adapter files PEFT loads, written to folder; refused when they no longer hash to ref.sha256 (the
-    adapter requested is the adapter evaluated, or none is)."""
-    files = adapter_files(session, ref.run_id, ref.step, ref.version_id)
-    which = f"run {ref.run_id}" + (f" at step {ref.step}" if ref.step is not None else "")
-    if not files or adapter_hash((f.name, f.blob_sha256) for f in files) != ref.sha256:
-        raise StudioError("conflict", "adapter_changed", f"The adapter of {which} is gone or no longer "
-                          f"matches sha256 {ref.sha256} (the one requested).")
-    wanted = {f.name: f for f in files if f.name in PEFT_FILES}
-    if set(wanted) != set(PEFT_FILES):
-        raise StudioError("invalid", "adapter_incomplete", f"The adapter of {which} lacks "
-                          f"{', '.join(sorted(set(PEFT_FILES) - set(wanted)))}.")
-    for name, file in wanted.items():
-        blobs.export_to_file(session, file.blob_id, folder / name)
 
 
 def evaluate(res: Resources, evaluation_id: int, attempt: int) -> str:

@@ -6,6 +6,7 @@ from app.core.models.base_model import BaseModelEntry
 from app.core.models.blob import Blob, BlobChunk
 from app.core.models.dataset import Dataset
 from app.core.models.evaluation import Evaluation, EvaluationExample
+from app.core.models.exports import AdapterExport, AdapterExportFile
 from app.core.models.metric import MetricPoint
 from app.core.models.registry import AdapterAlias, AdapterVersion, AdapterVersionFile, RegisteredAdapter
 from app.core.models.run import Artifact, Run, RunStatus
@@ -14,7 +15,7 @@ from app.core.models.timeline_entry import TimelineEntry
 from app.core.models.user import ApiToken, User, WebSession
 
 __all__ = [
-    "AdapterAlias", "AdapterVersion", "AdapterVersionFile", "RegisteredAdapter",
+    "AdapterAlias", "AdapterExport", "AdapterExportFile", "AdapterVersion", "AdapterVersionFile", "RegisteredAdapter",
     "ApiToken", "Artifact", "AuditEntry", "BaseModelEntry", "Blob", "BlobChunk", "Dataset", "DatasetAnalysis",
     "Evaluation", "EvaluationExample",
     "GenerationSample", "MetricPoint", "Run", "TimelineEntry", "RunStatus", "User", "WebSession",

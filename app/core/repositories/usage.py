@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app.core.models import AdapterVersionFile, Artifact, Blob, Dataset, DatasetAnalysis, Run, RunStatus, User
+from app.core.models import (
+    AdapterExport,
+    AdapterExportFile,
+    AdapterVersionFile,
+    Artifact,
+    Blob,
+    Dataset,
+    DatasetAnalysis,
+    Run,
+    RunStatus,
+    User,
+)
 from app.core.models.blob import PENDING_PREFIX
 
 # Every state that is not an end state counts as live (queued, parked, running, and any added later).
@@ -44,17 +55,26 @@ def run_blob_ids(session: Session, run_id: int) -> list[int]:
     return sorted(set(session.scalars(select(Artifact.blob_id).where(Artifact.run_id == run_id)).all()))
 
 
+def export_blob_ids(session: Session, version_id: int) -> list[int]:
+    """The blobs the exports of a registered version point to."""
+    query = (select(AdapterExportFile.blob_id).join(AdapterExport, AdapterExport.id == AdapterExportFile.export_id)
+             .where(AdapterExport.version_id == version_id))
+    return sorted(set(session.scalars(query).all()))
+
+
 def admin_count(session: Session) -> int:
     """How many admins there are; their rows are locked (PostgreSQL), so two deletes cannot remove the last two."""
     return len(session.scalars(select(User.id).where(User.is_admin.is_(True)).with_for_update()).all())
 
 
 def blob_unused() -> ColumnElement[bool]:
-    """True for a blob no dataset, artifact or registered version points to (the one list of the tables that hold
-    blob ids)."""
+    """True for a blob no dataset, artifact, registered version or export points to (the one list of the tables that
+    hold blob ids)."""
     by_dataset = or_(Dataset.blob_id == Blob.id, Dataset.canonical_blob_id == Blob.id,
                      Dataset.canonical_index_blob_id == Blob.id)
     # A placeholder (app.core.blob_staging) is still being written or adopted: never garbage yet.
     staged = Blob.sha256.startswith(PENDING_PREFIX)
     by_version = exists().where(AdapterVersionFile.blob_id == Blob.id)  # a registered version keeps its files
-    return ~staged & ~exists().where(Artifact.blob_id == Blob.id) & ~exists().where(by_dataset) & ~by_version
+    by_export = exists().where(AdapterExportFile.blob_id == Blob.id)  # an export's verified files
+    return (~staged & ~exists().where(Artifact.blob_id == Blob.id) & ~exists().where(by_dataset) & ~by_version
+            & ~by_export)

@@ -35,6 +35,7 @@ from app.core.models import (
     User,
 )
 from app.core.repositories import artifacts as artifacts_repo
+from app.core.repositories import usage
 from app.core.services import audit
 from app.core.serving_readiness import Readiness
 
@@ -293,8 +294,9 @@ def delete_alias(session: Session, adapter: RegisteredAdapter, alias: str) -> No
 
 
 def delete_version(session: Session, adapter: RegisteredAdapter, number: int) -> None:
-    """Delete a version (its file references go; blobs nothing else uses are collected); refused while an alias
-    points to it, naming the alias."""
+    """Delete a version with its exports (their file references go; blobs nothing else uses are collected); refused
+    while an alias points to it, naming the alias. A running export of it then finds its row gone and stores
+    nothing."""
     version = version_of(session, adapter, number)
     pointing = session.scalars(select(AdapterAlias.name).where(AdapterAlias.version_id == version.id)).all()
     if pointing:
@@ -302,8 +304,8 @@ def delete_version(session: Session, adapter: RegisteredAdapter, number: int) ->
                           f"{', '.join(pointing)} point{'s' if len(pointing) == 1 else ''} to: move or delete "
                           f"{'that alias' if len(pointing) == 1 else 'those aliases'} first.", field="version")
     blob_ids = list(session.scalars(select(AdapterVersionFile.blob_id).where(
-        AdapterVersionFile.version_id == version.id)))
-    session.delete(version)  # its files go with it (ON DELETE CASCADE)
+        AdapterVersionFile.version_id == version.id))) + usage.export_blob_ids(session, version.id)
+    session.delete(version)  # its files and its exports (with theirs) go with it (ON DELETE CASCADE)
     session.flush()
     audit.record(session, "adapter.version.delete", f"adapter {adapter.id} '{adapter.name}' v{number}",
                  owner_id=adapter.owner_id, sha256=version.sha256)
