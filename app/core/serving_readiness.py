@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.adapter_import import LORA_TENSOR, Tensor
+from worker.export.inputs import gguf_file_names  # torch-free: the names the exports write
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_DEFAULT_RANK = 16
@@ -33,6 +34,11 @@ class Readiness:
         return not self.problems
 
 
+def adapted_modules(tensors: list[Tensor]) -> set[str]:
+    """The kinds of module the adapter's LoRA tensors adapt (q_proj, embed_tokens, …)."""
+    return {m.group("module").rsplit(".", 1)[-1] for t in tensors if (m := LORA_TENSOR.fullmatch(t.name))}
+
+
 def vllm(config: dict[str, Any], tensors: list[Tensor], base_ref: str, served_name: str) -> Readiness:
     """vLLM's checks on a LoRA adapter, and `vllm serve … --enable-lora --lora-modules name=path` for it."""
     verdict = Readiness("vllm")
@@ -45,7 +51,7 @@ def vllm(config: dict[str, Any], tensors: list[Tensor], base_ref: str, served_na
     if config.get("bias", "none") != "none":
         verdict.problems.append(f"vLLM serves LoRA without trained biases (bias is {config.get('bias')!r}): train "
                                 "with lora.bias none.")
-    kinds = {m.group("module").rsplit(".", 1)[-1] for t in tensors if (m := LORA_TENSOR.fullmatch(t.name))}
+    kinds = adapted_modules(tensors)
     if kinds & NOT_LINEAR:
         verdict.problems.append("vLLM applies LoRA to linear layers only, not to "
                                 f"{', '.join(sorted(kinds & NOT_LINEAR))}.")
@@ -70,4 +76,62 @@ def vllm(config: dict[str, Any], tensors: list[Tensor], base_ref: str, served_na
         verdict.notes.append(f"Unzip the version into {folder} (its adapter_config.json and "
                              "adapter_model.safetensors); requests then name the model "
                              f"{served_name!r}. Tokenizer and chat template are the base's.")
+    return verdict
+
+
+def sglang(config: dict[str, Any], tensors: list[Tensor], base_ref: str, served_name: str) -> Readiness:
+    """SGLang's LoRA serving (S-LoRA/Punica kernels: x·A·B per adapter, on linear layers) and its command.
+    It reads r, lora_alpha, target_modules and rank_pattern/alpha_pattern from adapter_config.json; DoRA's
+    magnitude vectors, modules_to_save and trained biases have no place in its kernels."""
+    verdict = Readiness("sglang")
+    if config.get("use_dora"):
+        verdict.problems.append("SGLang's LoRA kernels apply A·B only, not DoRA's magnitude vectors (use_dora): "
+                                "export the merged model and serve that, or train without lora.use_dora.")
+    if config.get("modules_to_save"):
+        verdict.problems.append(f"SGLang loads no modules_to_save ({', '.join(map(str, config['modules_to_save']))}"
+                                "): merge and serve the merged model.")
+    if config.get("bias", "none") != "none":
+        verdict.problems.append(f"SGLang serves LoRA without trained biases (bias is {config.get('bias')!r}).")
+    kinds = adapted_modules(tensors)
+    if kinds & NOT_LINEAR:
+        verdict.problems.append("SGLang applies LoRA to linear layers, not to "
+                                f"{', '.join(sorted(kinds & NOT_LINEAR))}.")
+    if config.get("use_rslora"):
+        verdict.notes.append("rsLoRA: SGLang scales by lora_alpha / r; check that your SGLang release reads "
+                             "use_rslora, or serve the merged model (the merge applies alpha / sqrt(r)).")
+    folder = f"/path/to/{served_name}"
+    verdict.command = (f"python -m sglang.launch_server --model-path {base_ref} --enable-lora "
+                       f"--lora-paths {served_name}={folder}" if verdict.ready else "")
+    if verdict.ready:
+        verdict.notes.append(f"Requests name the adapter with \"lora_path\": \"{served_name}\" (native API) or as "
+                             "the model of its OpenAI-compatible routes; --max-lora-rank and --lora-target-modules "
+                             "are inferred from the adapters given at start.")
+    return verdict
+
+
+def llama_cpp(config: dict[str, Any], tensors: list[Tensor], base_name: str, served_name: str) -> Readiness:
+    """llama.cpp's server takes a GGUF LoRA on a GGUF base: what llama.cpp's convert_lora_to_gguf.py refuses
+    (any tensor other than lora_A/lora_B: DoRA's magnitudes, modules_to_save, biases; embedding adapters that
+    are not mergekit's) and what it cannot express (one lora_alpha for every layer)."""
+    verdict = Readiness("llama.cpp")
+    if config.get("use_dora"):
+        verdict.problems.append("llama.cpp's LoRA converter takes lora_A/lora_B tensors only, not DoRA's "
+                                "magnitude vectors: export gguf (the merged model) instead.")
+    if config.get("modules_to_save"):
+        verdict.problems.append("llama.cpp's LoRA converter refuses modules_to_save tensors: export gguf (the "
+                                "merged model) instead.")
+    if config.get("bias", "none") != "none":
+        verdict.problems.append("llama.cpp's LoRA converter refuses trained biases: export gguf (merged) instead.")
+    if config.get("alpha_pattern"):
+        verdict.problems.append("A GGUF LoRA holds one lora_alpha for every layer; this adapter's alpha_pattern "
+                                "gives some layers another: export gguf (merged) instead.")
+    if config.get("use_rslora"):
+        verdict.notes.append("rsLoRA: llama.cpp scales by alpha / r, so the studio's gguf_lora export writes "
+                             "alpha × sqrt(r) (the same scale, alpha / sqrt(r)); the export's verification checks it.")
+    names = gguf_file_names(served_name, base_name)
+    verdict.command = f"llama-server -m {names['base']} --lora {names['lora']}" if verdict.ready else ""
+    if verdict.ready:
+        verdict.notes.append("Both files come from this version's gguf_lora export (the base as f16 GGUF and the "
+                             "adapter as a GGUF LoRA, verified in llama.cpp); or run the gguf export's merged file "
+                             f"alone: llama-server -m {names['q8_0']}.")
     return verdict

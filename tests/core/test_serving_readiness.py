@@ -1,12 +1,13 @@
-"""vLLM's rules for a LoRA adapter, checked on its config and tensor names: what it refuses (DoRA,
-modules_to_save, trained biases, embedding adapters, ranks past 512), the rank flag it needs, and the command."""
+"""Each server's rules for a LoRA adapter, checked on its config and tensor names. vLLM: what it refuses (DoRA,
+modules_to_save, trained biases, embedding adapters, ranks past 512), the rank flag it needs, and the command;
+SGLang and llama.cpp's server where they differ (no rank flag; GGUF files; one alpha for all layers)."""
 
 from __future__ import annotations
 
 import pytest
 
 from app.core.adapter_import import Tensor
-from app.core.serving_readiness import vllm
+from app.core.serving_readiness import llama_cpp, sglang, vllm
 
 LAYER = "base_model.model.model.layers.0"
 TENSORS = [Tensor(f"{LAYER}.self_attn.{m}.lora_{s}.weight", "F32", (8, 64)) for m in ("q_proj", "v_proj")
@@ -42,3 +43,29 @@ def test_an_embedding_adapter_is_refused() -> None:
 def test_a_rank_past_the_default_gets_the_smallest_flag_that_fits(rank: int, flag: str) -> None:
     verdict = vllm({**CONFIG, "r": rank}, TENSORS, "base", "x")
     assert verdict.ready and verdict.command.endswith("x=/path/to/x" + flag)
+
+
+def test_sglang_and_llama_cpp_serve_a_plain_adapter_with_their_own_commands() -> None:
+    assert sglang(CONFIG, TENSORS, "/models/smollm2", "bot-v1").command == (
+        "python -m sglang.launch_server --model-path /models/smollm2 --enable-lora --lora-paths bot-v1=/path/to/bot-v1")
+    verdict = llama_cpp(CONFIG, TENSORS, "SmolLM2 135M", "bot-v1")
+    assert verdict.ready
+    assert verdict.command == "llama-server -m SmolLM2-135M-f16.gguf --lora bot-v1-lora-f16.gguf"
+
+
+@pytest.mark.parametrize("server", [sglang, llama_cpp])
+@pytest.mark.parametrize(("change", "words"), [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]},
+                                                                               "modules_to_save")])
+def test_dora_and_modules_to_save_are_refused_by_every_server(server, change: dict, words: str) -> None:
+    verdict = server({**CONFIG, **change}, TENSORS, "base", "bot-v1")
+    assert not verdict.ready and words in verdict.problems[0] and verdict.command == ""
+
+
+def test_where_servers_differ_a_high_rank_and_an_alpha_pattern() -> None:
+    high = {**CONFIG, "r": 1024}
+    assert not vllm(high, TENSORS, "base", "x").ready
+    assert sglang(high, TENSORS, "base", "x").ready and llama_cpp(high, TENSORS, "base", "x").ready
+    patterned = {**CONFIG, "alpha_pattern": {"q_proj": 32}}
+    assert not llama_cpp(patterned, TENSORS, "base", "x").ready
+    assert vllm(patterned, TENSORS, "base", "x").ready
+    assert "alpha × sqrt(r)" in llama_cpp({**CONFIG, "use_rslora": True}, TENSORS, "base", "x").notes[0]

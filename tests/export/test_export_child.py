@@ -60,6 +60,7 @@ def base_and_adapter(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: P
 def export(tmp_path: Path, base: Path, adapter: Path, fmt: str, tools: Path | None = None,
            **extra) -> tuple[list, Path]:
     """Run the child; its reports and its out folder."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     inputs = ExportInputs(format=fmt, base={"name": "tiny", "source": "local", "ref": str(base)},
                           adapter_dir=str(adapter), adapter_sha256="0" * 64, stem="tiny-v1", prompts=PROMPTS,
                           max_new_tokens=16, llama_cpp_dir=str(tools) if tools else None, **extra)
@@ -157,6 +158,44 @@ def test_a_qlora_adapter_is_merged_into_the_16_bit_base_and_the_difference_repor
     # The reference is the 16-bit base with the adapter; NF4 rounding of a random base moves some choices.
     assert 0.0 < trained["top1_4bit_vs_16bit"] < 1.0
     assert result.data["report"]["dtype"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_an_rslora_adapter_becomes_a_gguf_lora_with_the_same_scale(tmp_path, base_and_adapter, tools):
+    """llama.cpp scales by alpha / r; rsLoRA by alpha / sqrt(r): the export writes alpha x sqrt(r) so that
+    llama.cpp applies the adapter's own scale, and the verification proves it."""
+    base, adapter = base_and_adapter
+    rs = tmp_path / "rslora"
+    rs.mkdir()
+    (rs / "adapter_model.safetensors").write_bytes((adapter / "adapter_model.safetensors").read_bytes())
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (rs / "adapter_config.json").write_text(json.dumps({**config, "use_rslora": True}))
+    reports, _ = export(tmp_path, base, rs, "gguf_lora", tools)
+    result = reports[-1]
+    assert isinstance(result, Result), reports[-1]
+    report = result.data["report"]
+    assert report["rslora_alpha_for_llama_cpp"] == pytest.approx(16 * 8 ** 0.5, abs=1e-3)
+    assert report["checks"]["lora"]["top1"] >= 0.9 > report["reference"]["base_top1"]
+
+
+@pytest.mark.slow
+def test_a_dora_adapter_merges_and_is_refused_as_a_gguf_lora(tmp_path, base_and_adapter, tools):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    base, _ = base_and_adapter
+    dora = tmp_path / "dora"
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(base),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], use_dora=True,
+                                      init_lora_weights=False))
+    model.save_pretrained(dora)
+    reports, _ = export(tmp_path / "merged", base, dora, "merged", tools)
+    assert isinstance(reports[-1], Result), reports[-1]
+    assert reports[-1].data["report"]["checks"]["merged"]["verified"]
+    reports, _ = export(tmp_path / "lora", base, dora, "gguf_lora", tools)
+    refused = reports[-1]
+    assert isinstance(refused, Error) and refused.code == "lora_not_convertible"
+    assert "DoRA" in refused.message and "Export gguf" in refused.message
 
 
 def test_missing_converters_fail_the_export_naming_the_fix(tmp_path, base_and_adapter):

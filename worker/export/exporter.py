@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from worker.export import agreement, generations, llama_cpp_tools
-from worker.export.inputs import ExportFile, ExportInputs
+from worker.export.inputs import ExportFile, ExportInputs, gguf_file_names
 
 # Tolerances (teacher-forced top-1 agreement with the reference). 16-bit files differ from the float32 reference
 # only by rounding; Q8_0 by 8-bit blocks of weights, so it gets a few points more room.
@@ -81,6 +81,8 @@ class Exporter:
         self.out.mkdir(parents=True, exist_ok=True)
         self.scratch.mkdir(parents=True, exist_ok=True)
         fmt = self.inputs.format
+        if fmt == "gguf_lora":
+            self._check_lora_convertible()
         with self._stage("load the base and the adapter"):
             base, tokenizer = load_base(self.inputs.base, "cpu", torch.float32)
             dtype = sixteen_bit(base)
@@ -113,8 +115,9 @@ class Exporter:
             with self._stage("verify the merged model"):
                 self._verify_torch("merged", merged_dir)
             return self._files(), self.report
+        names = gguf_file_names(self.inputs.stem, self.inputs.base.name)
         for outtype in ("f16", "q8_0"):
-            path = self.out / f"{self.inputs.stem}-{outtype}.gguf"
+            path = self.out / names[outtype]
             with self._stage(f"convert to GGUF {outtype}"):
                 llama_cpp_tools.convert_model(self.tools, merged_dir, path, outtype)
             with self._stage(f"verify GGUF {outtype}"):
@@ -122,16 +125,46 @@ class Exporter:
         return self._files(), self.report
 
     def _gguf_lora(self, base_dir: Path) -> tuple[list[ExportFile], dict[str, Any]]:
-        base_name = re.sub(r"[^A-Za-z0-9._-]", "-", self.inputs.base.name)[:80] or "base"
-        base_gguf = self.out / f"{base_name}-f16.gguf"
-        lora_gguf = self.out / f"{self.inputs.stem}-lora-f16.gguf"
+        names = gguf_file_names(self.inputs.stem, self.inputs.base.name)
+        base_gguf, lora_gguf = self.out / names["base"], self.out / names["lora"]
         with self._stage("convert the base to GGUF f16"):
             llama_cpp_tools.convert_model(self.tools, base_dir, base_gguf, "f16")
         with self._stage("convert the adapter to GGUF LoRA"):
-            llama_cpp_tools.convert_lora(self.tools, Path(self.inputs.adapter_dir), base_dir, lora_gguf)
+            llama_cpp_tools.convert_lora(self.tools, self._lora_source(), base_dir, lora_gguf)
         with self._stage("verify the GGUF LoRA on the GGUF base"):
             self._verify_llama("lora", base_gguf, lora_gguf, quantized=False)
         return self._files(), self.report
+
+    def _check_lora_convertible(self) -> None:
+        """Refuse at once what llama.cpp's LoRA converter cannot express (it takes lora_A/lora_B tensors and one
+        alpha), naming the export that does work: the merged model as GGUF."""
+        config = json.loads((Path(self.inputs.adapter_dir) / "adapter_config.json").read_text())
+        why = ("DoRA (use_dora)" if config.get("use_dora") else
+               "modules_to_save" if config.get("modules_to_save") else
+               "a per-layer alpha_pattern" if config.get("alpha_pattern") else
+               f"trained biases (bias {config.get('bias')!r})" if config.get("bias", "none") != "none" else None)
+        if why:
+            raise ExportFailed("lora_not_convertible", f"A GGUF LoRA cannot hold this adapter's {why}: llama.cpp "
+                               "applies plain lora_A/lora_B pairs with one alpha. Export gguf (the merged model, "
+                               "which applies it exactly) instead.")
+
+    def _lora_source(self) -> Path:
+        """The adapter folder the LoRA converter reads. llama.cpp scales a LoRA by alpha / r and its converter
+        keeps only lora_alpha, so an rsLoRA adapter (scaled alpha / sqrt(r)) goes with alpha × sqrt(r) in a copy
+        of its config: the same scale, which the verification then checks."""
+        folder = Path(self.inputs.adapter_dir)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        if not config.get("use_rslora"):
+            return folder
+        copy = self.scratch / "adapter-for-llama.cpp"
+        copy.mkdir(parents=True, exist_ok=True)
+        for path in folder.iterdir():
+            if path.is_file() and path.name != "adapter_config.json":
+                (copy / path.name).symlink_to(path.resolve())
+        alpha = config["lora_alpha"] * math.sqrt(config["r"])
+        (copy / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": alpha, "use_rslora": False}))
+        self.report["rslora_alpha_for_llama_cpp"] = round(alpha, 4)
+        return copy
 
     def _compare_4bit(self) -> None:
         """QLoRA trained the adapter on a 4-bit base; every export applies it to the 16-bit base (merging into a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,3 +51,11 @@ class ExportFile(BaseModel):
     name: str  # relative to the out folder, e.g. "model.safetensors" or "quokka-v2-q8_0.gguf"
     size: int
     sha256: str
+
+
+def gguf_file_names(stem: str, base_name: str) -> dict[str, str]:
+    """The GGUF files' names an export writes (and the serving commands name): merged f16 and q8_0, the LoRA,
+    and the base the LoRA applies to."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", base_name)[:80] or "base"
+    return {"f16": f"{stem}-f16.gguf", "q8_0": f"{stem}-q8_0.gguf", "lora": f"{stem}-lora-f16.gguf",
+            "base": f"{base}-f16.gguf"}

@@ -371,7 +371,10 @@ def readiness(session: Session, adapter: RegisteredAdapter, version: AdapterVers
         return [Readiness("vllm", problems=["Cannot be checked: its files are incomplete."])]
     except StudioError as exc:
         return [Readiness("vllm", problems=[exc.message])]
-    return [serving_readiness.vllm(config, tensors, base.ref, f"{adapter.name}-v{version.version}")]
+    served = f"{adapter.name}-v{version.version}"
+    return [serving_readiness.vllm(config, tensors, base.ref, served),
+            serving_readiness.sglang(config, tensors, base.ref, served),
+            serving_readiness.llama_cpp(config, tensors, base.name, served)]
 
 
 def resolve(session: Session, user: User | None, reference: str) -> AdapterVersion | None:
