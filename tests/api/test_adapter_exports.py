@@ -204,3 +204,21 @@ def test_an_export_whose_worker_stopped_beating_is_queued_again(as_member, sessi
     assert export_service.reap_lost_exports(session, timedelta(minutes=5), max_attempts=3) == {export_id: "queued"}
     assert export_service.beat(session, export_id, 1) == "lost"  # the first attempt stores nothing now
     assert export_service.claim_export(session, export_id) == 2
+
+
+def test_an_export_is_refused_once_storage_is_full_and_its_files_count(as_member, session, ids, member,
+                                                                         tmp_path) -> None:  # noqa: ANN001
+    from app.core.models import User
+    from app.core.services import quotas
+
+    number = _version(as_member, session, ids, member)
+    made = as_member.post(f"/api/adapters/exported/versions/{number}/exports", json={"format": "merged"}).json()
+    before = quotas.storage_used(session, member.id)
+    _finish(session, made["id"], tmp_path / "out", {"model.safetensors": b"w" * 5000})
+    assert quotas.storage_used(session, member.id) == before + 5000  # the export's files count as the owner's
+    session.get(User, member.id).max_storage_bytes = before + 5000  # full
+    session.flush()
+    refused = as_member.post(f"/api/adapters/exported/versions/{number}/exports", json={"format": "gguf"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "storage_quota"
+    assert [e.format for e in _exports(session)] == ["merged"]

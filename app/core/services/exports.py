@@ -20,7 +20,7 @@ from app.core.errors import StudioError, not_found
 from app.core.generation.adapter_hash import adapter_files, adapter_hash
 from app.core.models import AdapterExport, AdapterExportFile, AdapterVersion, RegisteredAdapter, User
 from app.core.repositories.artifacts import PEFT_FILES
-from app.core.services import audit
+from app.core.services import audit, quotas
 from worker.export.inputs import FORMATS  # torch-free: the format names and what each gives
 
 EXPORT_TASK = "exports.run"
@@ -42,6 +42,7 @@ def request_export(session: Session, user: User | None, adapter: RegisteredAdapt
     if existing is not None:
         return existing
     check_files(session, adapter, version)
+    quotas.check_storage(session, user, 0)  # an export stores a model's worth of files: refused once storage is full
     export = AdapterExport(version_id=version.id, format=fmt, status="queued", stage="", report={},
                            created_by=user.username if user else "")
     session.add(export)

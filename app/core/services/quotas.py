@@ -15,7 +15,19 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.errors import StudioError
-from app.core.models import Artifact, Blob, Dataset, Run, RunStatus, User
+from app.core.models import (
+    AdapterExport,
+    AdapterExportFile,
+    AdapterVersion,
+    AdapterVersionFile,
+    Artifact,
+    Blob,
+    Dataset,
+    RegisteredAdapter,
+    Run,
+    RunStatus,
+    User,
+)
 
 UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -63,11 +75,15 @@ def run_count(session: Session, owner_id: int | None, status: RunStatus) -> int:
 
 
 def storage_used(session: Session, owner_id: int | None) -> int:
-    """Bytes of the distinct blobs the owner's datasets (original, canonical rows, index) and runs' artifacts
-    (adapters, checkpoints) hold."""
+    """Bytes of the distinct blobs the owner's datasets (original, canonical rows, index), runs' artifacts
+    (adapters, checkpoints), registered versions and their exports (merged models, GGUF files) hold."""
+    mine = _owned(RegisteredAdapter.owner_id, owner_id)
     ids = union(*(select(column).where(_owned(Dataset.owner_id, owner_id), column.is_not(None))
                   for column in (Dataset.blob_id, Dataset.canonical_blob_id, Dataset.canonical_index_blob_id)),
-                select(Artifact.blob_id).join(Run, Run.id == Artifact.run_id).where(_owned(Run.owner_id, owner_id)))
+                select(Artifact.blob_id).join(Run, Run.id == Artifact.run_id).where(_owned(Run.owner_id, owner_id)),
+                select(AdapterVersionFile.blob_id).join(AdapterVersion).join(RegisteredAdapter).where(mine),
+                select(AdapterExportFile.blob_id).join(AdapterExport).join(AdapterVersion)
+                .join(RegisteredAdapter).where(mine))
     return session.scalar(select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.id.in_(select(ids.subquery()))))
 
 
