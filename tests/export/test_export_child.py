@@ -176,6 +176,9 @@ def test_an_rslora_adapter_becomes_a_gguf_lora_with_the_same_scale(tmp_path, bas
     report = result.data["report"]
     assert report["rslora_alpha_for_llama_cpp"] == pytest.approx(16 * 8 ** 0.5, abs=1e-3)
     assert report["checks"]["lora"]["top1"] >= 0.9 > report["reference"]["base_top1"]
+    reports, _ = export(tmp_path / "merged", base, rs, "merged", tools)  # PEFT merges at rsLoRA's scale too
+    assert isinstance(reports[-1], Result), reports[-1]
+    assert reports[-1].data["report"]["checks"]["merged"]["top1"] >= 0.9
 
 
 @pytest.mark.slow
