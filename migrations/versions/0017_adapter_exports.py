@@ -45,6 +45,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_adapter_exports")),
     )
     op.create_index(op.f("ix_adapter_exports_version_id"), "adapter_exports", ["version_id"], unique=False)
+    live = "status IN ('queued', 'running', 'succeeded')"
+    op.create_index("uq_adapter_exports_live", "adapter_exports", ["version_id", "format"], unique=True,
+                    sqlite_where=sa.text(live), postgresql_where=sa.text(live))
     op.create_table(
         "adapter_export_files",
         sa.Column("id", sa.Integer(), nullable=False),

@@ -222,3 +222,16 @@ def test_an_export_is_refused_once_storage_is_full_and_its_files_count(as_member
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["code"] == "storage_quota"
     assert [e.format for e in _exports(session)] == ["merged"]
+
+
+def test_a_second_live_export_of_the_same_format_is_never_stored(as_member, session, ids, member) -> None:  # noqa: ANN001
+    """Two requests racing past the lookup: the partial unique index keeps one; the loser gets the winner's row."""
+    number = _version(as_member, session, ids, member)
+    first = as_member.post(f"/api/adapters/exported/versions/{number}/exports", json={"format": "gguf"}).json()
+    version_id = _exports(session)[0].version_id
+    racer = AdapterExport(version_id=version_id, format="gguf", status="queued", stage="", report={})
+    assert export_service.insert_unless_live(session, racer).id == first["id"]
+    assert [e.id for e in _exports(session)] == [first["id"]]
+    session.execute(update(AdapterExport).where(AdapterExport.id == first["id"]).values(status="failed"))
+    retry = AdapterExport(version_id=version_id, format="gguf", status="queued", stage="", report={})
+    assert export_service.insert_unless_live(session, retry) is retry  # after a failure a new one may be made

@@ -3,6 +3,7 @@ and an adapter, and an API token, all made through the services as the studio ma
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from app.core.models import Artifact, DatasetAnalysis, Evaluation, RunStatus, Us
 from app.core.resources import Resources
 from app.core.services import api_tokens, models, registry, runs
 from app.core.services import datasets as dataset_service
+from app.core.services import exports as export_service
 from tests.support.accounts import Account, create_account
 from worker.planning.reports import Metric
 from worker.planning.spec import RunSpec
@@ -85,6 +87,7 @@ def owned(app, resources: Resources, owner: Account, tmp_path_factory: pytest.Te
                "model_id": model.id, "user_id": owner.id, "evaluation_id": evaluation.id}
     _finish(resources, ids["run_id"], folder)
     ids |= _register(resources, owner, ids["run_id"], f"secret-adapter-{marker}")
+    ids |= _export(resources, owner, str(ids["name"]), folder)
     return Owned(ids, f"secret-dataset-{marker}", f"secret-run-{marker}", f"model-{marker}")
 
 
@@ -107,3 +110,22 @@ def _register(resources: Resources, owner: Account, run_id: int, name: str) -> d
         registry.register(session, user, registry.Registration(name=name, run_id=run_id))
         registry.set_alias(session, registry.get_adapter(session, user, name), "production", 1)
     return {"name": name, "alias": "production", "version": 1}
+
+
+def _export(resources: Resources, owner: Account, name: str, folder: Path) -> dict[str, int | str]:
+    """A succeeded merged export of v1 with one file: the export routes' path ids. Claimed before the commit sends
+    its queue message, so a live studio's worker finds it taken."""
+    with session_scope(resources.session_factory) as session:
+        user = session.get(User, owner.id)
+        adapter = registry.get_adapter(session, user, name)
+        export = export_service.request_export(session, user, adapter, registry.version_of(session, adapter, 1),
+                                               "merged")
+        assert export_service.claim_export(session, export.id) == 1
+        export_id = export.id
+    out = folder / "export"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"merged weights")
+    listed = [{"name": "model.safetensors", "size": 14, "sha256": hashlib.sha256(b"merged weights").hexdigest()}]
+    with session_scope(resources.session_factory) as session:
+        assert export_service.finish_export(session, export_id, out, listed, {"checks": {}})
+    return {"export_id": export_id, "file_name": "model.safetensors"}

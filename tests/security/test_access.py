@@ -18,7 +18,7 @@ from app.auth import PUBLIC_MOUNTS, PUBLIC_PATHS
 from tests.security.conftest import Owned
 from tests.support.accounts import Account, log_in
 
-PARAM = re.compile(r"{(\w+)}")
+PARAM = re.compile(r"{(\w+)(?::\w+)?}")  # {name} or {name:path}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # Routes the loops below leave to their own tests: logging out ends the session the loop runs on.
 SIGNS_OUT = {("POST", "/logout")}

@@ -4,8 +4,6 @@ for a `python -m worker.evaluation` child, its progress recorded, its results st
 from __future__ import annotations
 
 import json
-import logging
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,28 +22,20 @@ from app.core.services import evaluations as evaluation_service
 from worker.evaluation.inputs import EvaluationInputs, JudgeConfig
 from worker.evaluation.scorers import NEEDS
 from worker.jobs.adapter_export import export_adapter
-from worker.jobs.child import ChildProcess, module_argv
+from worker.jobs.child import module_argv
 from worker.jobs.runner import JobRunner
-from worker.planning.reports import Error, Metric, Report, Result, Started
-
-log = logging.getLogger(__name__)
-PROGRESS_EVERY_S = 1.0
-BEAT_EVERY_S = 2.0  # as a run's heartbeat: far below Settings.lost_after_s
+from worker.jobs.watched import WatchedJob
 
 
-class EvaluationJob:
+class EvaluationJob(WatchedJob):
     """Evaluation's part of the job runner: inputs in, progress recorded, one Result (or Error) concluded; a beat
     every BEAT_EVERY_S that also says whether a cancel was asked for or the attempt was handed on."""
 
-    def __init__(self, res: Resources, evaluation_id: int, attempt: int) -> None:
-        self.res, self.evaluation_id, self.attempt = res, evaluation_id, attempt
-        self.result: Result | None = None
-        self.error: Error | None = None
-        self.total = 0
-        self.done = 0
-        self._recorded_at = 0.0
-        self.state = "go"  # evaluation_service.beat's answer: go | cancel | lost
-        self._beat_at = time.monotonic()
+    what, child_name = "evaluation", "The evaluator"
+
+    @property
+    def evaluation_id(self) -> int:
+        return self.job_id
 
     def prepare(self, workdir: Path) -> list[str]:
         with session_scope(self.res.session_factory) as session:
@@ -92,76 +82,24 @@ class EvaluationJob:
             raise StudioError("invalid", "no_usable_prompts", f"Dataset {dataset.id} has no row with a prompt.")
         return examples
 
-    def handle(self, reports: list[Report]) -> None:
-        for report in reports:
-            if isinstance(report, Result):
-                self.result = report
-            elif isinstance(report, Error):
-                self.error = report
-            elif isinstance(report, Started):
-                self.total = report.total_steps or 0
-                self._record_progress(force=True)
-            elif isinstance(report, Metric):
-                self.done = report.step
-                self._record_progress(force=self.done >= self.total)
+    def store_progress(self, session: Session) -> None:
+        evaluation_service.record_progress(session, self.evaluation_id, self.done, self.total)
 
-    def _record_progress(self, force: bool) -> None:
-        """Store done/total, at most once a second (and always at the start and the end)."""
-        now = time.monotonic()
-        if not force and now - self._recorded_at < PROGRESS_EVERY_S:
-            return
-        self._recorded_at = now
-        try:
-            with session_scope(self.res.session_factory) as session:
-                evaluation_service.record_progress(session, self.evaluation_id, self.done, self.total)
-        except Exception:  # progress is a courtesy: the outcome is stored by conclude
-            log.warning("could not record evaluation %s's progress", self.evaluation_id, exc_info=True)
+    def store_beat(self, session: Session) -> str:
+        return evaluation_service.beat(session, self.evaluation_id, self.attempt)
 
-    def _beat(self) -> str:
-        """Beat at most every BEAT_EVERY_S; a database that does not answer keeps the last answer (the janitor
-        waits lost_after_s before it takes the evaluation back)."""
-        now = time.monotonic()
-        if self.state == "go" and now - self._beat_at >= BEAT_EVERY_S:
-            self._beat_at = now
-            try:
-                with session_scope(self.res.session_factory) as session:
-                    self.state = evaluation_service.beat(session, self.evaluation_id, self.attempt)
-            except Exception:
-                log.warning("could not beat for evaluation %s", self.evaluation_id, exc_info=True)
-        return self.state
+    def store_cancelled(self, session: Session) -> None:
+        evaluation_service.end_cancelled(session, self.evaluation_id)
 
-    def abandoned(self) -> bool:
-        return self._beat() == "lost"  # reaped as lost and handed on: this attempt stores nothing
+    def store_failure(self, session: Session, why: str) -> None:
+        evaluation_service.fail_evaluation(session, self.evaluation_id, why)
 
-    def cancel_requested(self) -> bool:
-        return self._beat() == "cancel"
-
-    def conclude(self, child: ChildProcess, workdir: Path) -> str:
-        returncode = child.wait()
-        if self.state == "lost":
-            return "abandoned"
-        if self.state == "cancel":
-            with session_scope(self.res.session_factory) as session:
-                evaluation_service.end_cancelled(session, self.evaluation_id)
-            return "cancelled"
-        if self.result is not None and returncode == 0:
-            results = json.loads(Path(self.result.data["results"]).read_text())
-            with session_scope(self.res.session_factory) as session:
-                stored = evaluation_service.finish_evaluation(session, self.evaluation_id, results["summary"],
-                                                              results["examples"])
-            return "succeeded" if stored else "failed"
-        why = self.error.message if self.error else f"The evaluator exited with code {returncode}: " \
-            f"{child.stderr_tail()}"
-        return self._fail(why)
-
-    def prepare_failed(self, exc: Exception) -> str:
-        return self._fail(exc.message if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}")
-
-    def _fail(self, why: str) -> str:
-        """Any failure leaves the evaluation "failed" with its reason, and no example stored."""
+    def succeed(self, workdir: Path, data: dict) -> str:
+        results = json.loads(Path(data["results"]).read_text())
         with session_scope(self.res.session_factory) as session:
-            evaluation_service.fail_evaluation(session, self.evaluation_id, why)
-        return "failed"
+            stored = evaluation_service.finish_evaluation(session, self.evaluation_id, results["summary"],
+                                                          results["examples"])
+        return "succeeded" if stored else "failed"
 
 
 def _check_fields(scorers: list[str], examples: list[dict[str, Any]]) -> None:

@@ -5,8 +5,6 @@ verified files stored on the blob store whole (with the report) or not at all.""
 from __future__ import annotations
 
 import json
-import logging
-import time
 import uuid
 from pathlib import Path
 
@@ -32,13 +30,10 @@ from app.core.resources import Resources
 from app.core.services import exports as export_service
 from worker.export.inputs import ExportInputs
 from worker.jobs.adapter_export import export_adapter
-from worker.jobs.child import ChildProcess, module_argv
+from worker.jobs.child import module_argv
 from worker.jobs.runner import JobRunner
-from worker.planning.reports import Error, Log, Metric, Report, Result, Started
+from worker.jobs.watched import WatchedJob
 
-log = logging.getLogger(__name__)
-PROGRESS_EVERY_S = 1.0
-BEAT_EVERY_S = 2.0  # as a run's heartbeat: far below Settings.lost_after_s
 MAX_PROMPTS = 16
 # When neither an evaluation nor the run's samples give prompts: general ones, short answers, several domains.
 DEFAULT_PROMPTS = (
@@ -53,20 +48,15 @@ DEFAULT_PROMPTS = (
 )
 
 
-class ExportJob:
+class ExportJob(WatchedJob):
     """Export's part of the job runner: inputs in, stages recorded, one Result (or Error) concluded; a beat every
     BEAT_EVERY_S that also says whether a cancel was asked for or the attempt was handed on."""
 
-    def __init__(self, res: Resources, export_id: int, attempt: int) -> None:
-        self.res, self.export_id, self.attempt = res, export_id, attempt
-        self.result: Result | None = None
-        self.error: Error | None = None
-        self.total = 0
-        self.done = 0
-        self.stage: str | None = None
-        self._recorded_at = 0.0
-        self.state = "go"  # export_service.beat's answer: go | cancel | lost
-        self._beat_at = time.monotonic()
+    what, child_name = "export", "The exporter"
+
+    @property
+    def export_id(self) -> int:
+        return self.job_id
 
     def prepare(self, workdir: Path) -> list[str]:
         with session_scope(self.res.session_factory) as session:
@@ -92,84 +82,27 @@ class ExportJob:
                             prompts=prompts_for(session, version, workdir / "eval-set"),
                             spec=(version.lineage or {}).get("spec"))
 
-    def handle(self, reports: list[Report]) -> None:
-        for report in reports:
-            if isinstance(report, Result):
-                self.result = report
-            elif isinstance(report, Error):
-                self.error = report
-            elif isinstance(report, Started):
-                self.total = report.total_steps or 0
-                self._record_progress(force=True)
-            elif isinstance(report, Metric):
-                self.done = report.step
-                self._record_progress(force=self.done >= self.total)
-            elif isinstance(report, Log):
-                self.stage = report.message
-                self._record_progress(force=False)
+    def store_progress(self, session: Session) -> None:
+        export_service.record_progress(session, self.export_id, self.stage, self.done, self.total)
 
-    def _record_progress(self, force: bool) -> None:
-        """Store the stage and done/total, at most once a second (and always at the start and the end)."""
-        now = time.monotonic()
-        if not force and now - self._recorded_at < PROGRESS_EVERY_S:
-            return
-        self._recorded_at = now
-        try:
-            with session_scope(self.res.session_factory) as session:
-                export_service.record_progress(session, self.export_id, self.stage, self.done, self.total)
-        except Exception:  # progress is a courtesy: the outcome is stored by conclude
-            log.warning("could not record export %s's progress", self.export_id, exc_info=True)
+    def store_beat(self, session: Session) -> str:
+        return export_service.beat(session, self.export_id, self.attempt)
 
-    def _beat(self) -> str:
-        """Beat at most every BEAT_EVERY_S; a database that does not answer keeps the last answer."""
-        now = time.monotonic()
-        if self.state == "go" and now - self._beat_at >= BEAT_EVERY_S:
-            self._beat_at = now
-            try:
-                with session_scope(self.res.session_factory) as session:
-                    self.state = export_service.beat(session, self.export_id, self.attempt)
-            except Exception:
-                log.warning("could not beat for export %s", self.export_id, exc_info=True)
-        return self.state
+    def store_cancelled(self, session: Session) -> None:
+        export_service.end_cancelled(session, self.export_id)
 
-    def abandoned(self) -> bool:
-        return self._beat() == "lost"  # handed on (or its version deleted): this attempt stores nothing
+    def store_failure(self, session: Session, why: str) -> None:
+        export_service.fail_export(session, self.export_id, why)
 
-    def cancel_requested(self) -> bool:
-        return self._beat() == "cancel"
-
-    def conclude(self, child: ChildProcess, workdir: Path) -> str:
-        returncode = child.wait()
-        if self.state == "lost":
-            return "abandoned"
-        if self.state == "cancel":
-            with session_scope(self.res.session_factory) as session:
-                export_service.end_cancelled(session, self.export_id)
-            return "cancelled"
-        if self.result is not None and returncode == 0:
-            return self._finish(workdir / "out", self.result.data)
-        why = self.error.message if self.error else f"The exporter exited with code {returncode}: " \
-            f"{child.stderr_tail()}"
-        return self._fail(why)
-
-    def _finish(self, out_dir: Path, data: dict) -> str:
+    def succeed(self, workdir: Path, data: dict) -> str:
         """The verified files stored with the report, or the export failed with why they could not be."""
         try:
             with session_scope(self.res.session_factory) as session:
-                stored = export_service.finish_export(session, self.export_id, out_dir, data.get("files") or [],
-                                                      data.get("report") or {})
+                stored = export_service.finish_export(session, self.export_id, workdir / "out",
+                                                      data.get("files") or [], data.get("report") or {})
         except StudioError as exc:
-            return self._fail(exc.message)
+            return self.fail(exc.message)
         return "succeeded" if stored else "failed"
-
-    def prepare_failed(self, exc: Exception) -> str:
-        return self._fail(exc.message if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}")
-
-    def _fail(self, why: str) -> str:
-        """Any failure leaves the export "failed" with its reason, and no file stored."""
-        with session_scope(self.res.session_factory) as session:
-            export_service.fail_export(session, self.export_id, why)
-        return "failed"
 
 
 def prompts_for(session: Session, version: AdapterVersion, scratch: Path) -> list[str]:

@@ -6,16 +6,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, utcnow
+
+LIVE = "status IN ('queued', 'running', 'succeeded')"  # an export in one of these is reused, not made again
 
 
 class AdapterExport(Base):
     """One export of a version to one format: queued by the web, computed by a worker's child process."""
 
     __tablename__ = "adapter_exports"
+    # One live export per version and format, also when two requests race past the service's lookup.
+    __table_args__ = (Index("uq_adapter_exports_live", "version_id", "format", unique=True,
+                            sqlite_where=text(LIVE), postgresql_where=text(LIVE)),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id", ondelete="CASCADE"), index=True)

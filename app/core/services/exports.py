@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core import blob_staging, jobs
@@ -45,12 +46,27 @@ def request_export(session: Session, user: User | None, adapter: RegisteredAdapt
     quotas.check_storage(session, user, 0)  # an export stores a model's worth of files: refused once storage is full
     export = AdapterExport(version_id=version.id, format=fmt, status="queued", stage="", report={},
                            created_by=user.username if user else "")
-    session.add(export)
-    session.flush()
+    made = insert_unless_live(session, export)
+    if made is not export:
+        return made
     audit.record(session, "adapter.export", f"adapter {adapter.id} '{adapter.name}' v{version.version}",
                  owner_id=adapter.owner_id, format=fmt, export_id=export.id)
     jobs.enqueue(session, EXPORT_TASK, export_id=export.id)
     return export
+
+
+def insert_unless_live(session: Session, export: AdapterExport) -> AdapterExport:
+    """Store export, or return the live one of its version and format that a concurrent request stored first (the
+    partial unique index uq_adapter_exports_live refuses a second)."""
+    try:
+        with session.begin_nested():
+            session.add(export)
+            session.flush()
+        return export
+    except IntegrityError:
+        return session.scalars(select(AdapterExport).where(
+            AdapterExport.version_id == export.version_id, AdapterExport.format == export.format,
+            AdapterExport.status.in_(REUSED))).one()
 
 
 def check_files(session: Session, adapter: RegisteredAdapter, version: AdapterVersion) -> None:
