@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, func
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -30,6 +31,14 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock models use."""
     return datetime.now(UTC)
+
+
+def db_now(session: Session) -> Any:
+    """Now by the clock heartbeats are written and judged by. On PostgreSQL the server's (statement_timestamp(), as
+    SQL; not now(), the start of a transaction that may be old): workers on several hosts write heartbeats and a
+    janitor on another compares them, so each host's own clock would let a worker whose clock runs behind look
+    dead (and be reaped while it trains) or one ahead look alive. SQLite is one host's file: one clock."""
+    return func.statement_timestamp() if session.get_bind().dialect.name == "postgresql" else utcnow()
 
 
 def as_utc(moment: datetime) -> datetime:

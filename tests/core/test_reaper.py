@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from app.core.db import utcnow
@@ -43,3 +44,18 @@ def test_silent_runs_are_requeued_then_failed_after_max_attempts(session) -> Non
     assert session.get(Run, alive).status == RunStatus.running and _kinds(session, alive) == []
     assert reap_lost_runs(session, SILENT, max_attempts=3) == {}  # once only
     assert session.info.get("pending_jobs"), "the requeued run is sent to the workers once this commits"
+
+
+def test_a_worker_whose_clock_runs_behind_is_not_reaped_while_it_beats(session, monkeypatch) -> None:
+    """Workers on other hosts: heartbeats are stamped and judged by the database's clock, so a worker whose own
+    clock is an hour behind the janitor's still counts as alive (stamped by its own clock, it was reaped)."""
+    from app.core.repositories import runs as runs_repo
+
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite is one host's file: its processes share one clock")
+    run_id = _running_run(session, 300)  # silent for 5 minutes …
+    monkeypatch.setattr(runs_repo, "utcnow", lambda: utcnow() - timedelta(hours=1))  # … on a host an hour behind
+    assert runs_repo.beat(session, run_id, attempt=1) is False  # … until it beats now
+    assert reap_lost_runs(session, SILENT, max_attempts=3) == {}
+    session.expire_all()
+    assert abs((session.get(Run, run_id).heartbeat_at - utcnow()).total_seconds()) < 60

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from app.core.access import visible
-from app.core.db import utcnow
+from app.core.db import db_now, utcnow
 from app.core.models import Artifact, MetricPoint, Run, RunStatus, TimelineEntry, User
 
 # dispatched_to of a queued run that holds no queue message: a message was used up while every queued run's owner
@@ -54,12 +54,12 @@ def transition(session: Session, run_id: int, from_: Sequence[RunStatus], *condi
 
 def touch(session: Session, run_id: int, **values: Any) -> None:
     """Update fields of a running run (progress, heartbeat)."""
-    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow(), **values))
+    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=db_now(session), **values))
 
 
 def beat(session: Session, run_id: int, attempt: int) -> bool | None:
     """One attempt's heartbeat: the run's cancel flag, or None once the run is no longer running as that attempt."""
-    if not transition(session, run_id, [RunStatus.running], Run.attempts == attempt, heartbeat_at=utcnow()):
+    if not transition(session, run_id, [RunStatus.running], Run.attempts == attempt, heartbeat_at=db_now(session)):
         return None
     return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 

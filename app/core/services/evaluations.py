@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.core import jobs
 from app.core.access import can_see, owner_id
 from app.core.config import Settings
-from app.core.db import utcnow
+from app.core.db import db_now, utcnow
 from app.core.errors import StudioError, not_found
 from app.core.eval_sets import prompt_text, usable_examples
 from app.core.generation import catalog
@@ -146,7 +146,7 @@ def claim_evaluation(session: Session, evaluation_id: int) -> int | None:
     cancelled)."""
     now = utcnow()
     if not evaluations_repo.transition(session, evaluation_id, ["queued"], status="running", started_at=now,
-                                       heartbeat_at=now, attempts=Evaluation.attempts + 1):
+                                       heartbeat_at=db_now(session), attempts=Evaluation.attempts + 1):
         return None
     return session.scalar(select(Evaluation.attempts).where(Evaluation.id == evaluation_id))
 
@@ -155,7 +155,7 @@ def beat(session: Session, evaluation_id: int, attempt: int) -> str:
     """The job's heartbeat: "go" (beat recorded), "cancel" (a cancel was asked for; recorded too, so the stop
     does not look like a lost worker), or "lost" (no longer this attempt's: reaped, and perhaps taken again)."""
     mine = (Evaluation.attempts == attempt,)
-    if not evaluations_repo.transition(session, evaluation_id, ["running"], *mine, heartbeat_at=utcnow()):
+    if not evaluations_repo.transition(session, evaluation_id, ["running"], *mine, heartbeat_at=db_now(session)):
         return "lost"
     cancel = session.scalar(select(Evaluation.cancel_requested).where(Evaluation.id == evaluation_id))
     return "cancel" if cancel else "go"

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.core import blob_staging, jobs
 from app.core.access import can_see
-from app.core.db import utcnow
+from app.core.db import db_now, utcnow
 from app.core.errors import StudioError, not_found
 from app.core.generation.adapter_hash import adapter_files, adapter_hash
 from app.core.models import AdapterExport, AdapterExportFile, AdapterVersion, RegisteredAdapter, User
@@ -154,7 +154,7 @@ def _transition(session: Session, export_id: int, from_: Sequence[str], *where: 
 def claim_export(session: Session, export_id: int) -> int | None:
     """Take a queued export: its attempt number, or None if another delivery already did (or it was cancelled)."""
     now = utcnow()
-    if not _transition(session, export_id, ["queued"], status="running", started_at=now, heartbeat_at=now,
+    if not _transition(session, export_id, ["queued"], status="running", started_at=now, heartbeat_at=db_now(session),
                        stage="starting", attempt=AdapterExport.attempt + 1):
         return None
     return session.scalar(select(AdapterExport.attempt).where(AdapterExport.id == export_id))
@@ -162,7 +162,7 @@ def claim_export(session: Session, export_id: int) -> int | None:
 
 def beat(session: Session, export_id: int, attempt: int) -> str:
     """The job's heartbeat: "go", "cancel" (a cancel was asked for) or "lost" (no longer this attempt's)."""
-    if not _transition(session, export_id, ["running"], AdapterExport.attempt == attempt, heartbeat_at=utcnow()):
+    if not _transition(session, export_id, ["running"], AdapterExport.attempt == attempt, heartbeat_at=db_now(session)):
         return "lost"
     cancel = session.scalar(select(AdapterExport.cancel_requested).where(AdapterExport.id == export_id))
     return "cancel" if cancel else "go"
@@ -246,7 +246,7 @@ def fail_export(session: Session, export_id: int, reason: str) -> None:
 def reap_lost_exports(session: Session, silent_for: timedelta, max_attempts: int) -> dict[int, str]:
     """Every running export silent for longer than silent_for, as an evaluation's: {export id: "queued" (sent
     again after commit), "failed" (after max_attempts) or "cancelled" (a cancel was pending)}."""
-    cutoff, seconds = utcnow() - silent_for, int(silent_for.total_seconds())
+    cutoff, seconds = db_now(session) - silent_for, int(silent_for.total_seconds())
     silent = session.scalars(select(AdapterExport).where(AdapterExport.status == "running",
                                                          AdapterExport.heartbeat_at < cutoff)).all()
     outcomes = {}

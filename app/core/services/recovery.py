@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core import jobs
-from app.core.db import utcnow
+from app.core.db import db_now, utcnow
 from app.core.models import Evaluation, Run, RunStatus
 from app.core.repositories import evaluations as evaluations_repo
 from app.core.repositories import runs as runs_repo
@@ -25,7 +25,7 @@ def reap_lost_runs(session: Session, silent_for: timedelta, max_attempts: int) -
     "cancelled" when a cancel was asked for. Each change is conditional on the run still being the same
     silent attempt, so a heartbeat arriving meanwhile, or another janitor, wins cleanly.
     """
-    cutoff, seconds = utcnow() - silent_for, int(silent_for.total_seconds())
+    cutoff, seconds = db_now(session) - silent_for, int(silent_for.total_seconds())
     outcomes = {}
     for run in runs_repo.stale_running(session, cutoff):
         still_lost = (Run.attempts == run.attempts, Run.heartbeat_at < cutoff)
@@ -75,7 +75,7 @@ def _cancel(session: Session, run: Run, still_lost: tuple) -> str | None:
 def reap_lost_evaluations(session: Session, silent_for: timedelta, max_attempts: int) -> dict[int, str]:
     """Deal with every running evaluation silent for longer than silent_for, as reap_lost_runs does with runs:
     {evaluation id: "queued" (sent again after commit), "failed" or "cancelled"}."""
-    cutoff, seconds = utcnow() - silent_for, int(silent_for.total_seconds())
+    cutoff, seconds = db_now(session) - silent_for, int(silent_for.total_seconds())
     silent = session.scalars(select(Evaluation).where(Evaluation.status == "running",
                                                       Evaluation.heartbeat_at < cutoff)).all()
     outcomes = {}

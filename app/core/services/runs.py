@@ -16,7 +16,7 @@ from app.core import blobs, jobs
 from app.core.access import can_see, owner_id
 from app.core.advice import advice_for
 from app.core.config import Settings, get_settings
-from app.core.db import utcnow
+from app.core.db import db_now, utcnow
 from app.core.errors import StudioError, not_found
 from app.core.models import Dataset, MetricPoint, Run, RunStatus, TimelineEntry, User
 from app.core.repositories import artifacts as artifacts_repo
@@ -173,7 +173,7 @@ def claim_run(session: Session, run_id: int, worker: str) -> Claim | None:
     """Take this queued run for this worker; None if another delivery already took it (or it was cancelled)."""
     now = utcnow()
     if not runs_repo.transition(session, run_id, [RunStatus.queued], status=RunStatus.running, started_at=now,
-                                heartbeat_at=now, worker=worker, attempts=Run.attempts + 1):
+                                heartbeat_at=db_now(session), worker=worker, attempts=Run.attempts + 1):
         return None
     return _started(session, run_id, worker)
 
@@ -189,8 +189,8 @@ def claim_next(session: Session, named_run_id: int, worker: str, default_running
     (release_parked). `default_running` is the studio's running-runs quota (Settings.quota_running_runs).
     """
     now = utcnow()
-    run_id = runs_repo.claim_fairest(session, default_running, started_at=now, heartbeat_at=now, worker=worker,
-                                     attempts=Run.attempts + 1)
+    run_id = runs_repo.claim_fairest(session, default_running, started_at=now, heartbeat_at=db_now(session),
+                                     worker=worker, attempts=Run.attempts + 1)
     if run_id is None:
         runs_repo.park(session, named_run_id)
         return None
