@@ -97,16 +97,36 @@ def worker(
         "training", help="Which jobs to take: training, short (the dataset doctor; later evaluation) or "
         "training,short. Training alone by default, so a GPU machine's device is never shared with a short job; "
         "`lorastudio up` and docker compose run a worker of short jobs beside."),
+    device: str = typer.Option(
+        os.environ.get("LORASTUDIO_DEVICE", "auto"), help="auto (a GPU if torch sees one, else the CPU), cuda (a "
+        "GPU worker: refuse to start, and its trainers refuse jobs, without a usable GPU, saying why) or cpu. "
+        "Env: LORASTUDIO_DEVICE."),
 ) -> None:
     """Run a worker against DATABASE_URL and REDIS_URL: training runs, short jobs, or both (--queues)."""
     _require_training_extra()
     from app.stack import lane_argv
+
+    _require_device(device)
 
     try:
         argv = lane_argv(get_settings(), queues, concurrency)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--queues") from None
     os.execv(argv[0], argv)
+
+
+def _require_device(device: str) -> None:
+    """Pass the device the worker is for to its trainers (LORASTUDIO_DEVICE) and, for cuda, stop now without one."""
+    from worker.trainer.device_choice import DEVICE_ENV, DeviceUnavailable, pick_device
+
+    os.environ[DEVICE_ENV] = device
+    if device == "auto":
+        return
+    try:
+        pick_device()
+    except DeviceUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @cli.command("demo-model")

@@ -14,9 +14,10 @@ def describe() -> dict:
     import torch
 
     from worker.planning.allocator import active_allocator
+    from worker.trainer.device_choice import pick_device
     from worker.trainer.model import supports_bf16
 
-    if torch.cuda.is_available():
+    if pick_device() == "cuda":  # a worker started for CUDA without one stops here, saying why
         props = torch.cuda.get_device_properties(0)
         return {"kind": "cuda", "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
                 "count": torch.cuda.device_count(), "bf16": supports_bf16("cuda")}

@@ -18,8 +18,14 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torc
 
 
 def pick_device() -> str:
-    """CUDA when there is a GPU, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """CUDA when there is a GPU, else the CPU — unless the worker was started for one device (device_choice)."""
+    from worker.trainer.device_choice import DeviceUnavailable
+    from worker.trainer.device_choice import pick_device as choose
+
+    try:
+        return choose()
+    except DeviceUnavailable as exc:
+        raise TrainerError("device_unavailable", str(exc)) from None
 
 
 def supports_bf16(device: str) -> bool:
