@@ -33,13 +33,21 @@ TRAINING_PACKAGES = ("torch", "transformers", "peft")
 
 
 @cli.command()
-def migrate() -> None:
+def migrate(
+    make_first_admin: bool = typer.Option(False, "--first-admin", help="On a fresh studio also make its first "
+                                          "admin (LORASTUDIO_ADMIN_PASSWORD, else a generated password printed "
+                                          "once), as `up` does; docker compose's migrate step uses it."),
+) -> None:
     """Create the database (the only command besides `up` that makes one) or upgrade its schema."""
     settings = get_settings()
     url = announce(settings)
     _secure_data_dir(settings)
     schema.upgrade(url)
     typer.echo(f"database at the newest schema: {redact(url)}")
+    if make_first_admin and (admin := first_admin(settings)) is not None:
+        username, password = admin
+        typer.echo(f"first admin: {username}, password: "
+                   f"{password or 'the one in LORASTUDIO_ADMIN_PASSWORD'} (printed this once)")
 
 
 @cli.command()

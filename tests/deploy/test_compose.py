@@ -1,0 +1,70 @@
+"""The docker compose deployment as a person runs it on a GPU machine (no Docker daemon here, so its shape is read
+from the files, and the one command compose adds — `migrate --first-admin` — runs for real)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from app.core.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+MODEL_LOADERS = ("worker", "short-worker", "generation")
+
+
+def _seconds(value: str) -> float:
+    return float(value.removesuffix("s"))
+
+
+def test_model_loaders_share_a_hugging_face_cache_and_the_hosts_token() -> None:
+    assert "hf-cache" in COMPOSE["volumes"]
+    for name in MODEL_LOADERS:
+        service = SERVICES[name]
+        assert "hf-cache:/hf-cache" in service["volumes"], name
+        assert service["environment"]["HF_HOME"] == "/hf-cache", name
+        assert service["environment"]["HF_TOKEN"] == "${HF_TOKEN:-}", name
+
+
+def test_workers_stop_later_than_their_trainers_cancel_grace() -> None:
+    grace = Settings.model_fields["cancel_grace_s"].default
+    for name in MODEL_LOADERS:
+        assert _seconds(SERVICES[name]["stop_grace_period"]) > grace, name
+
+
+def test_web_and_workers_have_healthchecks_and_the_gpu_worker_insists_on_cuda() -> None:
+    assert "/healthz" in " ".join(SERVICES["web"]["healthcheck"]["test"])
+    assert "celery@$$HOSTNAME" in SERVICES["worker"]["healthcheck"]["test"][1]
+    assert "short@$$HOSTNAME" in SERVICES["short-worker"]["healthcheck"]["test"][1]  # app.stack names it short@%h
+    assert SERVICES["worker"]["command"][-2:] == ["--device", "cuda"]
+
+
+def test_the_build_context_leaves_out_the_virtual_environment_and_git() -> None:
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert {".venv", ".git"} <= set(ignored)
+    copied = " ".join(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY"))
+    assert not any(f" {name}" in copied for name in ignored if not name.startswith("*"))  # nothing copied is ignored
+
+
+def test_compose_migrate_makes_the_first_admin_once(tmp_path: Path) -> None:
+    assert SERVICES["migrate"]["command"] == ["lorastudio", "migrate", "--first-admin"]
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'studio.db'}", "LORASTUDIO_DATA_DIR": str(tmp_path),
+           "LORASTUDIO_ADMIN_PASSWORD": ""}
+
+    def migrate() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "app.cli", "migrate", "--first-admin"], capture_output=True,
+                              text=True, env=env, cwd=ROOT, timeout=120)
+
+    first = migrate()
+    assert first.returncode == 0, first.stderr
+    assert "first admin: admin, password: " in first.stdout
+    password = first.stdout.split("password: ")[1].split()[0]
+    assert len(password) >= 12
+    again = migrate()
+    assert again.returncode == 0 and "first admin" not in again.stdout  # printed once, never reset
