@@ -100,7 +100,9 @@ def up(
 
 @cli.command()
 def worker(
-    concurrency: int = typer.Option(1, help="Tasks at once (a thread each; a task's work is a child process)."),
+    concurrency: int | None = typer.Option(
+        None, help="Tasks at once (a thread each; a task's work is a child process). Default: one per GPU with "
+        "--device cuda (each job gets its own GPU), else 1."),
     queues: str = typer.Option(
         "training", help="Which jobs to take: training, short (the dataset doctor; later evaluation) or "
         "training,short. Training alone by default, so a GPU machine's device is never shared with a short job; "
@@ -114,27 +116,37 @@ def worker(
     _require_training_extra()
     from app.stack import lane_argv
 
-    _require_device(device)
+    gpus = _require_device(device)
 
     try:
-        argv = lane_argv(get_settings(), queues, concurrency)
+        argv = lane_argv(get_settings(), queues, concurrency or gpus or 1)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--queues") from None
     os.execv(argv[0], argv)
 
 
-def _require_device(device: str) -> None:
-    """Pass the device the worker is for to its trainers (LORASTUDIO_DEVICE) and, for cuda, stop now without one."""
+def _require_device(device: str) -> int:
+    """Pass the device the worker is for to its trainers (LORASTUDIO_DEVICE); for cuda, stop now without a GPU,
+    else share the host's GPUs out one per job (LORASTUDIO_GPU_SLOTS); the number of GPUs (0 but for cuda)."""
+    from worker.jobs.gpu_slots import SLOTS_ENV, host_gpu_ids
     from worker.trainer.device_choice import DEVICE_ENV, DeviceUnavailable, pick_device
 
     os.environ[DEVICE_ENV] = device
     if device == "auto":
-        return
+        return 0
     try:
         pick_device()
     except DeviceUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if device != "cuda":
+        return 0
+    import torch
+
+    ids = host_gpu_ids(torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    os.environ[SLOTS_ENV] = ",".join(ids)
+    typer.echo(f"GPUs {', '.join(ids)}: one job each", err=True)
+    return len(ids)
 
 
 @cli.command("demo-model")

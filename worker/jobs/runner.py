@@ -14,6 +14,7 @@ from typing import Protocol
 
 from worker.jobs import workdir as folders
 from worker.jobs.child import ChildProcess, child_env
+from worker.jobs.gpu_slots import one_gpu
 from worker.planning.reports import Report
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ class JobRunner:
             except Exception as exc:  # whatever went wrong must not leave the job "running"
                 log.exception("preparing job in %s failed", self.workdir)
                 return job.prepare_failed(exc)
-            child = ChildProcess(argv, env, stderr=self.workdir / "child.log").start()
-            self.supervise(child, job)
+            with one_gpu(env) as env:  # on a multi-GPU worker: this job's own GPU, for as long as its child runs
+                child = ChildProcess(argv, env, stderr=self.workdir / "child.log").start()
+                self.supervise(child, job)
             return job.conclude(child, self.workdir)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
