@@ -56,5 +56,8 @@ def test_stderr_tail_and_exit_code_of_a_crash(tmp_path: Path) -> None:
 def test_env_and_argv() -> None:
     env = child_env({"LD_PRELOAD": "/x.so", "PATH": "/bin"}, "system", parent_pid=42)
     assert env[PARENT_PID_ENV] == "42" and env["PYTHONUNBUFFERED"] == "1" and env["LD_PRELOAD"] == "/x.so"
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"  # packed shapes change every step
+    own = child_env({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}, "system")
+    assert own["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"  # a host's own setting is kept
     argv = module_argv("worker.trainer", Path("/a/spec.json"), "--out", Path("/b"))
     assert argv[1:] == ["-m", "worker.trainer", "/a/spec.json", "--out", "/b"]

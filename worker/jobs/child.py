@@ -31,6 +31,9 @@ def child_env(base: Mapping[str, str], allocator: str, parent_pid: int | None = 
     """The child's environment: the chosen heap allocator preloaded, unbuffered output, and (when supervised)
     the parent's pid, so the child dies with it. Raises AllocatorMissing for an allocator that is not installed."""
     env = {**trainer_env(base, allocator), "PYTHONUNBUFFERED": "1"}
+    # Packed batches change shape every step: without expandable segments PyTorch's CUDA caching allocator
+    # fragments into blocks of each shape and reserves far more than it uses (ignored on the CPU).
+    env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if parent_pid is not None:
         env[PARENT_PID_ENV] = str(parent_pid)  # it dies with us (worker/trainer/__main__.py: die_with_parent)
     return env

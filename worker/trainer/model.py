@@ -158,6 +158,8 @@ def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
             kwargs["device_map"] = {"": device}
     else:
         kwargs["dtype"] = torch.bfloat16 if device == "cuda" and supports_bf16(device) else torch.float32
+        if device == "cuda":  # straight onto the GPU: not the whole base in host memory first, then copied
+            kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(inputs.model_ref, **kwargs)
     if spec.method == "qlora":
         return model
