@@ -120,3 +120,23 @@ def test_presets_have_titles_and_keep_the_data_and_model_choice() -> None:
         assert preset.title and preset.description
         assert "base_model" not in preset.overrides().get("model", {})
         assert "path" not in preset.overrides()["data"]
+
+
+def test_gpu_speeds_are_the_parts_own_in_the_precision_it_trains_in() -> None:
+    def flops(name: str, bf16: bool = True, count: int = 1) -> float:
+        return worker_profile({"kind": "cuda", "name": name, "memory_gb": 80, "bf16": bf16, "count": count}).flops
+
+    assert flops("NVIDIA H100 PCIe") < flops("NVIDIA H100 NVL") < flops("NVIDIA H100 80GB HBM3")  # SXM
+    assert flops("NVIDIA B200") > 2 * flops("NVIDIA H100 80GB HBM3")
+    assert flops("NVIDIA GeForce RTX 3090") < flops("NVIDIA RTX A6000") / 4  # fp32 accumulation: half rate
+    t4 = flops("Tesla T4", bf16=False)  # no bf16: trained in fp32, 8.1 TFLOPS, not its fp16 tensor cores' 65
+    assert t4 == pytest.approx(8.1e12 * 0.30)
+
+
+def test_a_job_is_estimated_on_one_gpu_whatever_the_host_has() -> None:
+    from worker.planning.estimate import tokens_per_second
+
+    shape = ModelShape.from_config(LLAMA3_8B)
+    one, eight = (worker_profile({"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "memory_gb": 80, "bf16": True,
+                                  "count": n}) for n in (1, 8))
+    assert tokens_per_second(spec(), shape, eight) == tokens_per_second(spec(), shape, one)

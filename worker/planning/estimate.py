@@ -245,9 +245,9 @@ def tokens_per_second(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -
     if device.kind == "cpu":
         flops = CPU_FLOPS[spec.method, device.bf16]
     else:
+        # One GPU per job (a multi-GPU worker lends each job one: worker/jobs/gpu_slots.py), whatever the host has.
         # 4-bit layers dequantise every matmul's weight: QLoRA runs at roughly 70 % of LoRA's speed.
-        flops = device.flops * device.count * (0.7 if spec.method == "qlora" else 1.0)
-        flops *= 1.0 if device.bf16 else 0.5
+        flops = device.flops * (0.7 if spec.method == "qlora" else 1.0)
     return flops / flops_per_token(spec, shape)
 
 
