@@ -25,6 +25,11 @@ ADVICE: dict[str, str] = {
     "database's health, then clone the run; the newest checkpoint is kept whole.",
     "checkpoint_invalid": "The stored checkpoint is damaged; clone the run to start it over.",
     "checkpoint_mismatch": "The checkpoint belongs to other data or settings; clone the run to start it over.",
+    "device_unavailable": "This worker was started for a GPU it cannot use (the message says why: no driver, a "
+    "driver too old for torch's CUDA, a CPU-only torch). Fix that worker, or let the run go to another: it is not "
+    "trained on the CPU in silence.",
+    "bf16_unsupported": "This GPU has no bfloat16 (before Ampere): clone the run with quantization.compute_dtype "
+    "auto or float16.",
     "internal_error": "An unexpected error; the traceback tail shows where. Please report it with the run's spec.",
 }
 

@@ -29,3 +29,21 @@ def test_a_lora_base_loads_onto_its_device(monkeypatch, tiny_model_dir, device: 
     model_module._base_model(spec, device, TrainingInputs(model_ref=str(tiny_model_dir), data_path="-"))
     assert seen.get("device_map") == device_map
     assert seen["use_safetensors"] is True
+
+
+def test_bfloat16_compute_is_refused_on_a_gpu_without_it(monkeypatch) -> None:
+    import torch
+
+    from worker.trainer.errors import TrainerError
+
+    spec = RunSpec(method="qlora", model={"base_model": "m"}, data={"path": "-"},
+                   quantization={"compute_dtype": "bfloat16"})
+    monkeypatch.setattr(model_module, "supports_bf16", lambda device: device != "cuda")  # a T4: no bf16
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(TrainerError) as refused:
+        model_module.compute_dtype(spec, "cuda")
+    assert refused.value.code == "bf16_unsupported" and "Tesla T4" in refused.value.message
+    assert "auto or float16" in refused.value.message
+    assert model_module.compute_dtype(spec, "cpu") == torch.bfloat16  # the CPU may emulate it
+    auto = spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"compute_dtype": "auto"})})
+    assert model_module.compute_dtype(auto, "cuda") == torch.float32

@@ -40,6 +40,12 @@ def compute_dtype(spec: RunSpec, device: str) -> torch.dtype:
     choice = spec.quantization.compute_dtype
     if choice == "auto":
         return torch.bfloat16 if supports_bf16(device) else torch.float32
+    if choice == "bfloat16" and device == "cuda" and not supports_bf16(device):
+        # Before Ampere (T4, V100) a GPU has no bf16 matmuls: refused, not run at a fraction of the speed or failed
+        # deep inside a kernel.
+        raise TrainerError("bf16_unsupported", f"quantization.compute_dtype is bfloat16, but this GPU "
+                           f"({torch.cuda.get_device_name()}) has no bfloat16 matmuls (they need compute capability "
+                           "8.0, Ampere or newer): set it to auto or float16.")
     return _DTYPES[choice]
 
 
