@@ -21,7 +21,7 @@ setup() {
     echo "== upgrading pip in $VENV"
     "$PY" -m pip install -q --upgrade pip
     echo "== installing LoRA Studio and its training libraries (torch, transformers, peft …) into $VENV" \
-      "— about 2 minutes on the first run"
+      "— about 2 minutes on the first run, plus ~5 on 2 cores to build llama-cpp-python once (GGUF exports)"
     pip_install -e ".[$extras]"
     touch "$stamp"
     echo "== installed (pip's full output: $VENV/pip-install.log)"
