@@ -64,6 +64,7 @@ def up(
     sign in."""
     _require_training_extra()
     from app.stack import GENERATION_READY, READY, Stack, free_port, generation_argv, lane_argv, sign_in_box, web_argv
+    from worker.planning.device_classes import CLASS_ENV
 
     settings = get_settings()
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # logs and Redis live there, whatever the DB
@@ -77,7 +78,9 @@ def up(
     try:
         if not os.environ.get("REDIS_URL"):
             env["REDIS_URL"] = stack.start_redis(settings.data_dir, env)
-        stack.start("worker", lane_argv(settings, "training", workers), env, settings.data_dir / "worker.log")
+        env[CLASS_ENV] = _own_device_class(os.environ.get(CLASS_ENV, ""))
+        stack.start("worker", lane_argv(settings, "training", workers, env[CLASS_ENV]), env,
+                    settings.data_dir / "worker.log")
         # Short jobs get a slot of their own, so they never wait behind a training run.
         stack.start("short-worker", lane_argv(settings, "short"), env, settings.data_dir / "short-worker.log")
         stack.start("generation", generation_argv(), env, settings.data_dir / "generation.log")
@@ -111,18 +114,41 @@ def worker(
         os.environ.get("LORASTUDIO_DEVICE", "auto"), help="auto (a GPU if torch sees one, else the CPU), cuda (a "
         "GPU worker: refuse to start, and its trainers refuse jobs, without a usable GPU, saying why) or cpu. "
         "Env: LORASTUDIO_DEVICE."),
+    device_class: str = typer.Option(
+        os.environ.get("LORASTUDIO_DEVICE_CLASS", ""), help="The class of runs it takes: cpu, or gpuN (a GPU of at "
+        "least N GB: gpu24, gpu80, …; it takes the runs of every smaller class too). Default: from its device. "
+        "Env: LORASTUDIO_DEVICE_CLASS."),
 ) -> None:
     """Run a worker against DATABASE_URL and REDIS_URL: training runs, short jobs, or both (--queues)."""
     _require_training_extra()
     from app.stack import lane_argv
+    from worker.planning.device_classes import CLASS_ENV
 
     gpus = _require_device(device)
-
+    own = _own_device_class(device_class) if "training" in queues else None
+    if own:
+        os.environ[CLASS_ENV] = own
+        typer.echo(f"device class {own}", err=True)
     try:
-        argv = lane_argv(get_settings(), queues, concurrency or gpus or 1)
+        argv = lane_argv(get_settings(), queues, concurrency or gpus or 1, own)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--queues") from None
     os.execv(argv[0], argv)
+
+
+def _own_device_class(chosen: str) -> str:
+    """The device class a training worker runs as: the one chosen (checked), else its device's (detected in a
+    child process, as the worker's registry entry does)."""
+    from worker.planning.device_classes import check_worker_class, class_of
+
+    if chosen:
+        try:
+            return check_worker_class(chosen)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--device-class") from None
+    from worker.registry import detect_device
+
+    return class_of(detect_device())
 
 
 def _require_device(device: str) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.core.config import Settings
+from worker.planning.device_classes import worker_queues
 
 ROOT = Path(__file__).resolve().parents[1]
 # Which jobs a worker takes (`lorastudio worker --queues`): training runs, and short jobs (the dataset doctor; later
@@ -172,20 +173,24 @@ def worker_argv(queue: str, concurrency: int = 1, name: str | None = None, pool:
     return argv + (["-n", f"{name}@%h"] if name else [])
 
 
-def lane_queues(settings: Settings, lanes: str) -> str:
-    """The Celery queues (comma-separated) of the comma-separated LANES; ValueError naming an unknown lane."""
+def lane_queues(settings: Settings, lanes: str, device_class: str | None = None) -> str:
+    """The Celery queues (comma-separated) of the comma-separated LANES; ValueError naming an unknown lane.
+
+    Training takes the plain training queue and, for a worker of device_class, the queues of every class it can
+    run (worker.planning.device_classes.worker_queues)."""
     chosen = [lane.strip() for lane in lanes.split(",") if lane.strip()]
     unknown = [lane for lane in chosen if lane not in LANES]
     if unknown or not chosen:
         raise ValueError(f"unknown queue {', '.join(unknown) or repr(lanes)}: choose from {', '.join(LANES)}")
-    queues = {"training": settings.queue, "short": settings.resolved_short_queue}
-    return ",".join(dict.fromkeys(queues[lane] for lane in chosen))
+    training = worker_queues(settings.queue, device_class) if device_class else [settings.queue]
+    queues = {"training": training, "short": [settings.resolved_short_queue]}
+    return ",".join(dict.fromkeys(queue for lane in chosen for queue in queues[lane]))
 
 
-def lane_argv(settings: Settings, lanes: str, concurrency: int = 1) -> list[str]:
-    """The Celery worker taking the comma-separated LANES. One of short jobs alone is named short@host, so it can
-    run beside a training worker on the same host."""
-    queues = lane_queues(settings, lanes)
+def lane_argv(settings: Settings, lanes: str, concurrency: int = 1, device_class: str | None = None) -> list[str]:
+    """The Celery worker taking the comma-separated LANES (training: as a worker of device_class). One of short
+    jobs alone is named short@host, so it can run beside a training worker on the same host."""
+    queues = lane_queues(settings, lanes, device_class)
     if queues == settings.resolved_short_queue:
         # The solo pool: one short job at a time, its work in a child process the job runner spawns.
         return worker_argv(queues, 1, "short", pool="solo")

@@ -20,6 +20,7 @@ from app.core import workers
 from app.core.config import get_settings
 from app.core.resources import Resources
 from worker.planning.allocator import AllocatorMissing, trainer_env
+from worker.planning.device_classes import CLASS_ENV, class_of
 from worker.planning.reports import PARENT_PID_ENV
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ def start_announcing(sender=None, **_kwargs) -> None:  # noqa: ANN001
     except Exception:
         log.exception("could not detect the training device")
         return
+    # The class this worker consumes the queues of (set before Celery started: lorastudio worker / up); the web
+    # reads it to say whether a live worker can take a routed run.
+    device = {**device, "device_class": os.environ.get(CLASS_ENV) or class_of(device)}
     announcer = Announcer(hostname, device)
     threading.Thread(target=announcer.announce_forever, daemon=True, name="announce").start()
     if get_settings().calibrate:

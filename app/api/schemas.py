@@ -66,6 +66,10 @@ class RunOut(_Out):
     priority: int = Field(0, description="Higher starts first among queued runs (an admin raises it).")
     cancel_requested: bool
     device: str | None
+    device_class: str | None = Field(None, description="The class of worker it is routed to (cpu, gpu24, …; kept "
+                                     "on requeue); null: any training worker, until its first worker pins it.")
+    resolved: dict[str, str] = Field(default_factory=dict, description="Its 'auto' choices as its first attempt "
+                                     "fixed them (optimizer, compute_dtype); later attempts reuse them.")
     versions: dict[str, str]
     total_steps: int | None
     current_step: int

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
+from worker.planning.device_classes import queue_name
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,16 @@ OnSent = Callable[[Engine | Connection, str | None], None]
 class Sender(Protocol):
     """Sends one job by name; returns an id of the broker instance that now holds it (None if unknown)."""
 
-    def __call__(self, task_name: str, kwargs: dict[str, Any]) -> str | None: ...
+    def __call__(self, task_name: str, kwargs: dict[str, Any], device_class: str | None = None) -> str | None: ...
 
     def available(self) -> bool:
         """Whether the queue answers now."""
 
 
-def queue_for(settings: Settings, task_name: str) -> str:
-    """The Celery queue task_name is sent to: the short queue for SHORT_TASKS, else the training queue."""
-    return settings.resolved_short_queue if task_name in SHORT_TASKS else settings.queue
+def queue_for(settings: Settings, task_name: str, device_class: str | None = None) -> str:
+    """The Celery queue task_name is sent to: the short queue for SHORT_TASKS, else the training queue of the
+    device class (worker.planning.device_classes; None: the plain training queue every training worker takes)."""
+    return settings.resolved_short_queue if task_name in SHORT_TASKS else queue_name(settings.queue, device_class)
 
 
 def sender_of(session: Session) -> Sender:
@@ -52,29 +54,31 @@ def broker_available(session: Session) -> bool:
     return sender_of(session).available()
 
 
-def enqueue(session: Session, task_name: str, on_sent: OnSent | None = None, **kwargs: Any) -> None:
-    """Send task_name(**kwargs) after session commits; nothing is sent if it rolls back.
+def enqueue(session: Session, task_name: str, on_sent: OnSent | None = None, *, device_class: str | None = None,
+            **kwargs: Any) -> None:
+    """Send task_name(**kwargs) after session commits, to the queue of device_class (training tasks); nothing is
+    sent if it rolls back.
 
     on_sent(bind, broker_id) runs after a successful send, to record where the job went.
     """
-    pending: list[tuple[str, dict[str, Any], OnSent | None]] = session.info.setdefault("pending_jobs", [])
+    pending: list[tuple[str, dict[str, Any], OnSent | None, str | None]] = session.info.setdefault("pending_jobs", [])
     if not pending:
         event.listen(session, "after_commit", _send_pending, once=True)
         event.listen(session, "after_rollback", _drop_pending, once=True)
-    pending.append((task_name, kwargs, on_sent))
+    pending.append((task_name, kwargs, on_sent, device_class))
 
 
-def send(session: Session, task_name: str, kwargs: dict[str, Any]) -> str | None:
+def send(session: Session, task_name: str, kwargs: dict[str, Any], device_class: str | None = None) -> str | None:
     """Send a job now, through the session's sender (the janitor re-dispatches this way); raises if the broker is
     unreachable."""
-    return sender_of(session)(task_name, kwargs)
+    return sender_of(session)(task_name, kwargs, device_class)
 
 
 def _send_pending(session: Session) -> None:
     bind = session.get_bind()
-    for task_name, kwargs, on_sent in session.info.pop("pending_jobs", []):
+    for task_name, kwargs, on_sent, device_class in session.info.pop("pending_jobs", []):
         try:
-            broker_id = send(session, task_name, kwargs)
+            broker_id = send(session, task_name, kwargs, device_class)
         except Exception:  # the row is committed; the janitor dispatches it once the broker is back
             log.exception("could not send %s%s to the queue", task_name, kwargs)
             continue

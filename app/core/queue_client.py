@@ -42,10 +42,12 @@ class TaskSender:
         except redis.RedisError:
             return False
 
-    def __call__(self, task_name: str, kwargs: dict[str, Any]) -> str:
-        """Send one task to its queue (jobs.queue_for); returns the Redis server's run id (it changes on restart)."""
+    def __call__(self, task_name: str, kwargs: dict[str, Any], device_class: str | None = None) -> str:
+        """Send one task to its queue (jobs.queue_for: a training task to its device class's); returns the Redis
+        server's run id (it changes on restart)."""
         # Asked before sending: a restart in between then looks like a lost message and is sent again
         # (harmless: runs are claimed atomically), never like a delivered one.
         server = self.redis.info("server")["run_id"]
-        self.client.send_task(task_name, kwargs=kwargs, queue=queue_for(self.settings, task_name), retry=False)
+        self.client.send_task(task_name, kwargs=kwargs, queue=queue_for(self.settings, task_name, device_class),
+                              retry=False)
         return server

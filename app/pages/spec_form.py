@@ -17,7 +17,7 @@ from worker.planning.spec import MAX_PROMPT_FILE, TARGET_PRESETS, RunSpec
 
 # data.path: the worker fills it from the chosen dataset.
 HIDDEN = {"data.path"}
-FOLDED = {"quantization", "training", "samples"}  # advanced: shown folded until they hold an error
+FOLDED = {"quantization", "training", "samples", "resources"}  # advanced: shown folded until they hold an error
 SPECIAL = {"data.dataset_id": "dataset", "model.base_model": "model", "lora.target_modules": "targets",
            "samples.prompts": "prompts"}  # prompts: a prompt file's JSON Lines, typed or loaded from a file
 CUSTOM = "custom"  # the target-modules widget offers the spec's presets, then a custom list of names

@@ -125,7 +125,7 @@ def test_a_message_that_starts_nothing_parks_a_run_released_when_a_slot_frees(se
     assert run_service.finish_run(session, going, RunStatus.succeeded, {"steps": 1})
     session.expire_all()
     assert session.get(Run, waiting).dispatched_to is None
-    assert [kwargs for _, kwargs, _ in session.info["pending_jobs"]] == [{"run_id": waiting}]
+    assert [kwargs for _, kwargs, _, _ in session.info["pending_jobs"]] == [{"run_id": waiting}]
     session.info.pop("pending_jobs")
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from app.core.config import Settings
+from worker.planning.device_classes import check_worker_class, queue_name, worker_queues
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DOCS = [doc for path in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
@@ -58,17 +59,20 @@ def test_gpu_workers_request_a_gpu_insist_on_cuda_and_outlast_the_cancel_grace()
     for worker in workers:
         pod = _pod(worker)
         container = pod["containers"][0]
-        assert container["command"][-2:] == ["--device", "cuda"]
+        command = container["command"]
+        assert command[command.index("--device") + 1] == "cuda"
         assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
         assert pod["terminationGracePeriodSeconds"] > grace
 
 
-def test_the_autoscaler_watches_the_training_queue_of_an_existing_worker() -> None:
-    deployments = {d["metadata"]["name"] for d in BY_KIND["Deployment"]}
+def test_the_autoscaler_watches_queues_its_worker_takes_its_own_class_among_them() -> None:
+    deployments = {d["metadata"]["name"]: _pod(d)["containers"][0].get("command", []) for d in BY_KIND["Deployment"]}
     for scaled in BY_KIND["ScaledObject"]:
-        assert scaled["spec"]["scaleTargetRef"]["name"] in deployments
-        (trigger,) = scaled["spec"]["triggers"]
-        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == Settings().queue
+        command = deployments[scaled["spec"]["scaleTargetRef"]["name"]]
+        own = command[command.index("--device-class") + 1]
+        taken = worker_queues(Settings().queue, check_worker_class(own))
+        watched = [t["metadata"]["listName"] for t in scaled["spec"]["triggers"] if t["type"] == "redis"]
+        assert set(watched) <= set(taken) and queue_name(Settings().queue, own) in watched, (own, watched)
 
 
 def test_the_slurm_array_is_valid_bash_and_asks_for_one_gpu_per_worker() -> None:

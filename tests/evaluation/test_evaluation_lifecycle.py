@@ -93,7 +93,7 @@ def test_a_lost_workers_evaluation_is_queued_again_then_failed(session) -> None:
     lost_while_cancelling = _running(session, 1, 120, cancel_requested=True)
     outcomes = reap_lost_evaluations(session, timedelta(seconds=30), max_attempts=3)
     assert outcomes == {lost: "queued", lost_last_time: "failed", lost_while_cancelling: "cancelled"}
-    assert ("evaluations.run", {"evaluation_id": lost}, None) in session.info["pending_jobs"]  # sent at commit
+    assert ("evaluations.run", {"evaluation_id": lost}, None, None) in session.info["pending_jobs"]  # sent at commit
     statuses = dict(session.execute(select(Evaluation.id, Evaluation.status).where(Evaluation.id.in_(
         [beating, lost, lost_last_time, lost_while_cancelling]))).all())
     assert statuses[beating] == "running" and statuses[lost] == "queued"

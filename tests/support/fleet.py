@@ -36,6 +36,7 @@ from app.stack import ROOT, Stack, lane_queues, studio_env, worker_argv
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.support.processes import trainer_pids
 from tests.support.studio import CHAT_ROWS, run_spec
+from worker.planning.device_classes import CLASS_ENV
 from worker.planning.spec import RunSpec
 
 
@@ -65,14 +66,18 @@ class Fleet:
     drop_database: Callable[[], None] = lambda: None
     redis: Stack = field(default_factory=Stack)
 
-    def start(self, name: str, concurrency: int = 1, app: str = "worker.celery_app", lanes: str = "training") -> Worker:
+    def start(self, name: str, concurrency: int = 1, app: str = "worker.celery_app", lanes: str = "training",
+              device_class: str | None = None, data_dir: Path | None = None) -> Worker:
         """A worker named name@host (of the Celery app module `app`) taking `lanes` (app.stack.LANES: training,
-        short or both), logging to its own file."""
+        short or both), logging to its own file; as a worker of device_class (its queues, as `lorastudio worker
+        --device-class` sets them) and with a data folder of its own where given, as on another host."""
         log = self.settings.data_dir / f"{name}.log"
-        argv = worker_argv(lane_queues(self.settings, lanes), concurrency, name)
+        argv = worker_argv(lane_queues(self.settings, lanes, device_class), concurrency, name)
         argv[argv.index("worker.celery_app")] = app
+        env = {**self.env, **({CLASS_ENV: device_class} if device_class else {}),
+               **({"LORASTUDIO_DATA_DIR": str(data_dir)} if data_dir else {})}
         with log.open("ab") as out:
-            proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.workers[name] = Worker(name, proc, log)
         return self.workers[name]

@@ -37,7 +37,7 @@ def resolve(run: Run, spec: RunSpec, dataset: Dataset, model: BaseModelEntry, da
     origin = Provenance(studio_run_id=run.id, run_name=run.name, dataset=dataset.name, dataset_rows=dataset.row_count,
                         dataset_sha256=dataset.sha256, model_name=model.name)
     return TrainingInputs(model_ref=model.ref, gguf_file=gguf_file(spec, model), data_path=str(data_path),
-                          provenance=origin)
+                          provenance=origin, resolved=run.resolved or {})
 
 
 def gguf_file(spec: RunSpec, model: BaseModelEntry) -> str | None:

@@ -48,6 +48,8 @@ class TrainingInputs(BaseModel):
     gguf_file: str | None = Field(None, description="A GGUF checkpoint inside model_ref, where the model is one")
     data_path: str = Field(..., description="The examples in the studio's canonical JSONL, on this machine")
     provenance: Provenance | None = None
+    resolved: dict[str, str] = Field(default_factory=dict, description="The run's 'auto' choices as its first attempt "
+                                     "fixed them ({optimizer, compute_dtype}); empty on a first attempt")
 
     @field_validator("gguf_file")
     @classmethod

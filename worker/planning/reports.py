@@ -46,6 +46,8 @@ class Started(_Report):
     total_steps: int | None = None
     trainable_params: int | None = None
     total_params: int | None = None
+    resolved: dict[str, str] = Field(default_factory=dict, description="The spec's 'auto' choices as fixed for this "
+                                     "run ({optimizer, compute_dtype}); later attempts reuse them")
 
 
 class Metric(_Report):

@@ -13,7 +13,7 @@ import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from worker.planning import safe_yaml
+from worker.planning import device_classes, safe_yaml
 
 TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "v_proj"],
@@ -265,6 +265,22 @@ MAX_SAMPLE_TEXT = 2000  # characters of a prompt or an expected answer given in 
 MAX_PROMPT_FILE = MAX_SAMPLE_PROMPTS * (2 * MAX_SAMPLE_TEXT + 64)  # a prompt file's text: every prompt at its longest
 
 
+class ResourcesSpec(_Section):
+    """Where the run trains: the class of worker it is routed to (worker.planning.device_classes)."""
+
+    device_class: str = Field(
+        "auto", max_length=8, pattern=device_classes.CHOICE_PATTERN,
+        description="'auto': bases over 1.5 B parameters go to a GPU with room for the estimate, smaller ones to any "
+        "worker; 'any'; 'cpu'; 'gpu' (a GPU with room for the estimate); or a GPU size such as gpu24 or gpu80 "
+        "(at least that many GB).",
+    )
+
+    @field_validator("device_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        return device_classes.check_choice(value)
+
+
 class SamplePrompt(_Section):
     """A prompt to sample during training, with the answer it should get (optional)."""
 
@@ -356,6 +372,7 @@ class RunSpec(_Section):
     quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("quantization")
     @classmethod

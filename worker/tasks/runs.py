@@ -8,6 +8,7 @@ user's first."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 from sqlalchemy.exc import OperationalError
@@ -17,6 +18,7 @@ from app.core.resources import resources
 from app.core.services import runs as run_service
 from worker.celery_app import celery_app
 from worker.jobs.training import train_run
+from worker.planning.device_classes import CLASS_ENV
 
 log = logging.getLogger(__name__)
 CLAIM_TRIES = 3  # a claim that meets a locked database (SQLite: another writer past its busy timeout) tries again
@@ -31,7 +33,8 @@ def execute(self, run_id: int) -> str:  # noqa: ANN001
         try:
             with session_scope(res.session_factory) as session:
                 claimed = run_service.claim_next(session, run_id, worker=worker,
-                                                 default_running=res.settings.quota_running_runs)
+                                                 default_running=res.settings.quota_running_runs,
+                                                 worker_class=os.environ.get(CLASS_ENV) or None)
             break
         except OperationalError:
             if attempt == CLAIM_TRIES:

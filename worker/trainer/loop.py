@@ -18,7 +18,7 @@ from worker.trainer.data import PaddingCollator, run_data
 from worker.trainer.errors import TrainerError
 from worker.trainer.guard import DivergenceGuard
 from worker.trainer.loss import LabelledLossTrainer
-from worker.trainer.model import load_model, optimizer_name, pick_device, supports_bf16
+from worker.trainer.model import load_model, optimizer_name, pick_device, settle_choices, supports_bf16
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
 from worker.trainer.samples import sampling
 from worker.trainer.sinks import ReportSink
@@ -110,7 +110,9 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
 
     out_dir, device = Path(out_dir), pick_device()
     set_seed(spec.training.seed)
-    optimizer_name(spec, device)  # fail on a device/optimizer mismatch before loading anything
+    # Its "auto" choices fixed once (spec.yaml and the model card keep the spec as given).
+    settled, choices = settle_choices(spec, device, inputs.resolved)
+    optimizer_name(settled, device)  # fail on a device/optimizer mismatch before loading anything
     sink.emit(Log(message=f"loading tokenizer of {inputs.model_ref}"))
     tokenizer = load_tokenizer(spec, inputs)
     data = run_data(spec, tokenizer, sink, inputs.data_path)
@@ -118,7 +120,7 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     stop = StopCallback(should_stop)
     samples = sampling(spec, tokenizer, data.kind, data.held_out, sink, lambda: stop.stopped, supports_bf16(device))
     sink.emit(Log(message=f"loading model ({spec.method}) on {device}"))
-    model = load_model(spec, device, vocab_size=len(tokenizer), inputs=inputs)
+    model = load_model(settled, device, vocab_size=len(tokenizer), inputs=inputs)
     trainable, total = parameter_counts(model)
     break_even = attention_break_even(total, model.config.num_hidden_layers, model.config.hidden_size)
     allocator = active_allocator()
@@ -126,10 +128,11 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
         sink.emit(Log(message="heap allocator: the system malloc; with tcmalloc CPU training ran 10-25 % faster "
                       f"in ~25 % less memory ({INSTALL_HINT})"))
     metrics = MetricsCallback(sink, started={"device": device, "versions": library_versions(), "allocator": allocator,
-                                             "trainable_params": trainable, "total_params": total})
+                                             "trainable_params": trainable, "total_params": total,
+                                             "resolved": choices})
     guard = DivergenceGuard(spec.training.divergence_factor)
     trainer = StudioTrainer(
-        model=model, args=training_arguments(spec, out_dir, device, bool(eval_set)), train_dataset=train_set,
+        model=model, args=training_arguments(settled, out_dir, device, bool(eval_set)), train_dataset=train_set,
         eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, break_even),
         # Samples first: the base model's answers come before the throughput clock of `metrics` starts.
         processing_class=tokenizer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from worker.trainer.errors import TrainerError
 from worker.trainer.tokenizers import source_kwargs
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
 def pick_device() -> str:
@@ -70,6 +72,24 @@ def peft_config(spec: RunSpec) -> Any:
         task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=lora.resolved_targets(), bias=lora.bias, use_rslora=lora.use_rslora, use_dora=lora.use_dora,
     )
+
+
+def settle_choices(spec: RunSpec, device: str, pinned: Mapping[str, str]) -> tuple[RunSpec, dict[str, str]]:
+    """The spec with its "auto" optimizer and compute dtype fixed, and what they became: as an earlier attempt of the
+    run fixed them (pinned, stored by the studio), else for this device. A resumed attempt so never meets a
+    checkpoint written with another optimizer, whichever worker it lands on."""
+    optimizer = spec.training.optimizer
+    if optimizer == "auto":
+        optimizer = pinned.get("optimizer") or optimizer_name(spec, device)
+    changes: dict[str, Any] = {"training": spec.training.model_copy(update={"optimizer": optimizer})}
+    choices = {"optimizer": optimizer}
+    if spec.method == "qlora":
+        dtype = spec.quantization.compute_dtype
+        if dtype == "auto":
+            dtype = pinned.get("compute_dtype") or _DTYPE_NAMES[compute_dtype(spec, device)]
+        changes["quantization"] = spec.quantization.model_copy(update={"compute_dtype": dtype})
+        choices["compute_dtype"] = dtype
+    return spec.model_copy(update=changes), choices
 
 
 def optimizer_name(spec: RunSpec, device: str) -> str:

@@ -55,6 +55,12 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # The Redis server (its INFO run_id) that holds this run's queue message; a restarted Redis lost it.
     dispatched_to: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The class of worker it trains on (worker.planning.device_classes: cpu, gpu24, …); NULL: any training worker,
+    # until its first worker pins it. Its queue follows it, on requeue too.
+    device_class: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Choices its spec left to "auto", as its first attempt resolved them ({optimizer, compute_dtype}): later
+    # attempts reuse them, so a resume never meets a checkpoint written with another optimizer.
+    resolved: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
     device: Mapped[str | None] = mapped_column(String(200), default=None)
     versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     total_steps: Mapped[int | None] = mapped_column(Integer, default=None)

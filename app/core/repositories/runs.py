@@ -20,6 +20,8 @@ PARKED = "parked"
 # Claims on PostgreSQL take this transaction-scoped advisory lock, so two workers never both see an owner one run
 # under their running-runs quota and both start one (SQLite serialises writers by itself).
 CLAIM_LOCK = 0x6C6F7261
+# fairest_queued's device_class when the runs of every class compete (the queue page's order).
+EVERY_CLASS = object()
 
 
 def get(session: Session, run_id: int) -> Run | None:
@@ -137,11 +139,14 @@ def undelivered_queued(session: Session, broker_id: str, created_before: datetim
     return session.scalars(query.order_by(Run.id)).all()
 
 
-def fairest_queued(default_running: int):  # noqa: ANN201 (a scalar subquery)
+def fairest_queued(default_running: int, device_class: str | None | object = EVERY_CLASS):  # noqa: ANN201
+
     """The id of the queued run to start next: highest priority; then the owner with the fewest running runs, leaving
     out owners at their running-runs quota (users.max_running_runs, NULL: default_running; 0: no limit); then the
     owner served longest ago (whose last run started earliest, or never: one owner's backlog takes turns with every
-    other owner's runs instead of going first); then each owner's oldest."""
+    other owner's runs instead of going first); then each owner's oldest. Among the runs of one device class
+    (None: the runs routed to any worker) when device_class is given: a message of one class's queue starts a run of
+    that class, which the worker that took it can run."""
     owners = (select(Run.owner_id, func.sum(case((Run.status == RunStatus.running, 1), else_=0)).label("running"),
                      func.max(Run.started_at).label("served"))
               .where(Run.started_at.is_not(None)).group_by(Run.owner_id).subquery("owners"))
@@ -150,18 +155,29 @@ def fairest_queued(default_running: int):  # noqa: ANN201 (a scalar subquery)
     return (select(Run.id)
             .outerjoin(owners, owners.c.owner_id.is_not_distinct_from(Run.owner_id))
             .outerjoin(User, User.id == Run.owner_id)
-            .where(Run.status == RunStatus.queued, or_(limit == 0, busy < limit))
+            .where(Run.status == RunStatus.queued, or_(limit == 0, busy < limit), *of_class(device_class))
             .order_by(Run.priority.desc(), busy, owners.c.served.asc().nulls_first(), Run.created_at, Run.id)
             .limit(1).scalar_subquery().correlate(None))
 
 
-def claim_fairest(session: Session, default_running: int, **values: Any) -> int | None:
+def of_class(device_class: str | None | object) -> list[Any]:
+    """The where-clause of one device class (None: the unrouted runs); none for EVERY_CLASS."""
+    return [] if device_class is EVERY_CLASS else [Run.device_class.is_not_distinct_from(device_class)]
+
+
+def device_class_of(session: Session, run_id: int) -> str | None:
+    """The device class a run is routed to (None: any training worker, or no such run)."""
+    return session.scalar(select(Run.device_class).where(Run.id == run_id))
+
+
+def claim_fairest(session: Session, default_running: int, device_class: str | None | object = EVERY_CLASS,
+                  **values: Any) -> int | None:
     """Move the fairest queued run (fairest_queued) to running with values, in one statement; its id, or None when
     no queued run may start now. Safe under concurrent workers: SQLite's write lock covers the statement, and on
     PostgreSQL every claim holds CLAIM_LOCK until its transaction ends (its next statement sees the last claim)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
-    query = (update(Run).where(Run.id == fairest_queued(default_running), Run.status == RunStatus.queued)
+    query = (update(Run).where(Run.id == fairest_queued(default_running, device_class), Run.status == RunStatus.queued)
              .values(status=RunStatus.running, **values).returning(Run.id))
     return session.execute(query.execution_options(synchronize_session=False)).scalar_one_or_none()
 
@@ -194,7 +210,10 @@ def park(session: Session, named_id: int) -> int | None:
     holds = (Run.dispatched_to.is_not(None), Run.dispatched_to != PARKED)
     if transition(session, named_id, [RunStatus.queued], *holds, dispatched_to=PARKED):
         return named_id
-    newest = session.scalar(select(Run.id).where(Run.status == RunStatus.queued, *holds).order_by(Run.id.desc()))
+    # Of the named run's class: messages and queued runs stay one to one within each class's queue.
+    same_class = of_class(device_class_of(session, named_id))
+    newest = session.scalar(select(Run.id).where(Run.status == RunStatus.queued, *holds, *same_class)
+                            .order_by(Run.id.desc()))
     if newest is not None and transition(session, newest, [RunStatus.queued], *holds, dispatched_to=PARKED):
         return newest
     return None

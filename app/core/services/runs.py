@@ -22,7 +22,7 @@ from app.core.models import Dataset, MetricPoint, Run, RunStatus, TimelineEntry,
 from app.core.repositories import artifacts as artifacts_repo
 from app.core.repositories import catalog
 from app.core.repositories import runs as runs_repo
-from app.core.services import estimates, quotas, run_checks
+from app.core.services import estimates, placement, quotas, run_checks
 from worker.planning.reports import Log, Metric, Started
 from worker.planning.spec import RunSpec
 
@@ -61,13 +61,15 @@ def create_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | 
                           "run was not created. Try again in a moment; runs already queued are kept and sent once "
                           "it is back.")
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": None})})
+    device_class = placement.route_run(session, spec, workers)
     run = Run(name=spec.name or f"{spec.method}-{model.name}"[:200], status=RunStatus.queued, method=spec.method,
               spec=spec.model_dump(mode="json"), dataset_id=spec.data.dataset_id, base_model_id=model.id,
-              owner_id=owner_id(user), priority=priority,
+              owner_id=owner_id(user), priority=priority, device_class=device_class,
               estimate=estimates.launch_estimate(session, spec, workers, user=user))
     session.add(run)
     session.flush()
-    add_to_timeline(session, run.id, "queued", f"Queued: {spec.method} on {model.name}.")
+    add_to_timeline(session, run.id, "queued", f"Queued: {spec.method} on {model.name}"
+                    f"{placement.describe(device_class, workers)}.", device_class=device_class)
     enqueue_execution(session, run.id)
     return run
 
@@ -98,8 +100,10 @@ def set_priority(session: Session, run: Run, priority: int, *, user: User | None
 
 
 def enqueue_execution(session: Session, run_id: int) -> None:
-    """Send the run to the workers once the caller commits, noting which Redis instance took it."""
-    jobs.enqueue(session, EXECUTE_TASK, on_sent=partial(_dispatched, run_id), run_id=run_id)
+    """Send the run to the workers of its device class once the caller commits, noting which Redis instance took
+    it."""
+    jobs.enqueue(session, EXECUTE_TASK, on_sent=partial(_dispatched, run_id),
+                 device_class=runs_repo.device_class_of(session, run_id), run_id=run_id)
 
 
 def _dispatched(run_id: int, bind, broker_id: str | None) -> None:  # noqa: ANN001
@@ -113,7 +117,8 @@ def redispatch_undelivered(session: Session, broker_id: str, grace: timedelta) -
     """
     sent = []
     for run_id in runs_repo.undelivered_queued(session, broker_id, utcnow() - grace):
-        runs_repo.mark_dispatched(session.get_bind(), run_id, jobs.send(session, EXECUTE_TASK, {"run_id": run_id}))
+        broker_id = jobs.send(session, EXECUTE_TASK, {"run_id": run_id}, runs_repo.device_class_of(session, run_id))
+        runs_repo.mark_dispatched(session.get_bind(), run_id, broker_id)
         sent.append(run_id)
     return sent
 
@@ -178,7 +183,8 @@ def claim_run(session: Session, run_id: int, worker: str) -> Claim | None:
     return _started(session, run_id, worker)
 
 
-def claim_next(session: Session, named_run_id: int, worker: str, default_running: int = 0) -> tuple[int, Claim] | None:
+def claim_next(session: Session, named_run_id: int, worker: str, default_running: int = 0,
+               worker_class: str | None = None) -> tuple[int, Claim] | None:
     """Take the fairest queued run for this worker (runs_repo.fairest_queued): (its id, the claim), or None when no
     queued run may start now.
 
@@ -187,16 +193,24 @@ def claim_next(session: Session, named_run_id: int, worker: str, default_running
     named, if still queued, counts on the started run's message instead; a message that starts nothing (every queued
     run's owner is at their running-runs quota) parks one, sent again when its owner has a free slot
     (release_parked). `default_running` is the studio's running-runs quota (Settings.quota_running_runs).
+
+    Only runs of the named run's device class compete: its message came through that class's queue, which this
+    worker consumes because it can run them. A run routed to any worker is pinned to `worker_class` (this worker's
+    class) as it starts, so a requeue sends it where its checkpoint and resolved choices fit.
     """
     now = utcnow()
-    run_id = runs_repo.claim_fairest(session, default_running, started_at=now, heartbeat_at=db_now(session),
-                                     worker=worker, attempts=Run.attempts + 1)
+    device_class = runs_repo.device_class_of(session, named_run_id)
+    run_id = runs_repo.claim_fairest(session, default_running, device_class, started_at=now,
+                                     heartbeat_at=db_now(session), worker=worker, attempts=Run.attempts + 1)
     if run_id is None:
         runs_repo.park(session, named_run_id)
         return None
     # Stamped again now that the claim holds: the clock read above can predate a wait for another writer (SQLite's
     # write lock), and that writer may be the end of the run whose slot this one takes, stamped after `now`.
     runs_repo.touch(session, run_id, started_at=utcnow())  # the heartbeat too
+    if device_class is None and worker_class is not None:
+        runs_repo.transition(session, run_id, [RunStatus.running], Run.device_class.is_(None),
+                             device_class=worker_class)
     runs_repo.pass_message(session, run_id, named_run_id)
     return run_id, _started(session, run_id, worker)
 
@@ -264,6 +278,9 @@ def record_report(session: Session, run_id: int, report: Started | Log) -> None:
         return
     runs_repo.touch(session, run_id, device=report.device, versions=report.versions, total_steps=report.total_steps,
                     trainable_params=report.trainable_params, total_params=report.total_params)
+    # Kept from the first attempt that fixed them; a later one was given them and only reuses them.
+    if report.resolved and not session.scalar(select(Run.resolved).where(Run.id == run_id)):
+        runs_repo.touch(session, run_id, resolved=report.resolved)
     allocator = report.allocator  # the trainer's heap allocator (worker.planning.allocator)
     on = f"{report.device} ({allocator} malloc)" if allocator else report.device
     add_to_timeline(session, run_id, "training", f"Training on {on}: {report.total_steps} steps, "
