@@ -29,6 +29,10 @@ def test_a_lora_base_loads_onto_its_device(monkeypatch, tiny_model_dir, device: 
     model_module._base_model(spec, device, TrainingInputs(model_ref=str(tiny_model_dir), data_path="-"))
     assert seen.get("device_map") == device_map
     assert seen["use_safetensors"] is True
+    import torch
+
+    # A GPU without bf16 (a T4) holds the frozen base in fp16, what its fp16 autocast reads; the CPU in fp32.
+    assert seen["dtype"] == (torch.float16 if device == "cuda" else torch.float32)
 
 
 def test_bfloat16_compute_is_refused_on_a_gpu_without_it(monkeypatch) -> None:
@@ -46,4 +50,4 @@ def test_bfloat16_compute_is_refused_on_a_gpu_without_it(monkeypatch) -> None:
     assert "auto or float16" in refused.value.message
     assert model_module.compute_dtype(spec, "cpu") == torch.bfloat16  # the CPU may emulate it
     auto = spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"compute_dtype": "auto"})})
-    assert model_module.compute_dtype(auto, "cuda") == torch.float32
+    assert model_module.compute_dtype(auto, "cuda") == torch.float16  # the fp16 recipe of a GPU without bf16

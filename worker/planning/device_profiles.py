@@ -8,15 +8,16 @@ from typing import Any
 
 from worker.planning.allocator import find_allocator
 
-GPU_MFU, DEFAULT_GPU_TFLOPS, DEFAULT_FP32_TFLOPS = 0.30, 60.0, 10.0
+GPU_MFU, DEFAULT_GPU_TFLOPS, DEFAULT_FP16_TFLOPS = 0.30, 60.0, 30.0
 # Dense bf16 tensor-core TFLOPS with fp32 accumulation (what PyTorch's matmuls use), from NVIDIA's datasheets; the
 # first name fragment found in the device's name wins, so the specific ones come first (H100 PCIe and NVL are
 # slower than the SXM part; GeForce cards run fp32 accumulation at half their fp16-accumulate rate).
 GPU_TFLOPS = {"GB200": 2500, "B200": 2250, "H100 PCIe": 756, "H100 NVL": 835, "H200": 989, "H100": 989,
               "A100": 312, "L40S": 362, "L40": 181, "A10G": 125, "A10": 125, "L4": 121, "A6000": 155,
               "4090": 165, "3090": 36}
-# GPUs without bf16 (before Ampere): the trainer trains them in fp32 (no fp16 autocast yet), at these rates.
-GPU_FP32_TFLOPS = {"V100": 15.7, "T4": 8.1, "P100": 9.3}
+# GPUs without bf16 (before Ampere): the trainer trains them under fp16 autocast, at their fp16 tensor-core rates
+# with fp32 accumulation (a P100 has no tensor cores: its fp16 vector rate).
+GPU_FP16_TFLOPS = {"V100": 125, "T4": 65, "P100": 18.7}
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ class DeviceProfile:
     @property
     def flops(self) -> float:
         """Sustained FLOP/s of one of its GPUs assumed for training (a share of the datasheet peak) in the precision
-        the trainer uses there: bf16 where the GPU has it, else fp32."""
-        table, default = (GPU_TFLOPS, DEFAULT_GPU_TFLOPS) if self.bf16 else (GPU_FP32_TFLOPS, DEFAULT_FP32_TFLOPS)
+        the trainer uses there: bf16 where the GPU has it, else fp16."""
+        table, default = (GPU_TFLOPS, DEFAULT_GPU_TFLOPS) if self.bf16 else (GPU_FP16_TFLOPS, DEFAULT_FP16_TFLOPS)
         tflops = next((v for k, v in table.items() if k.lower() in self.name.lower()), default)
         return tflops * 1e12 * GPU_MFU
 

@@ -175,15 +175,17 @@ def unavailable(reason: str, device: DeviceProfile) -> Estimate:
 
 
 def _half_precision(device: DeviceProfile) -> bool:
-    """Whether matmuls run in bf16: the trainer turns bf16 autocast on for Ampere+ GPUs and AMX/AVX512-BF16 CPUs."""
-    return device.bf16
+    """Whether matmuls run in 16 bits: bf16 autocast on Ampere+ GPUs and AMX/AVX512-BF16 CPUs, fp16 autocast on
+    older GPUs (worker.trainer.model.precision); fp32 only on CPUs without bf16."""
+    return device.bf16 or device.kind == "cuda"
 
 
 def _weights_bytes(spec: RunSpec, shape: ModelShape, device: DeviceProfile) -> float:
-    """The frozen base: fp32 (bf16 on capable GPUs) for LoRA; 4-bit blocks plus fp32 embeddings/norms for QLoRA."""
+    """The frozen base: 16-bit on a GPU (bf16, or fp16 without it) and fp32 on the CPU for LoRA; 4-bit blocks plus
+    fp32 embeddings/norms for QLoRA."""
     total = shape.total_params()
     if spec.method == "lora" and device.kind == "cuda":
-        return total * (2 if device.bf16 else 4)
+        return total * 2
     if spec.method == "lora":  # bf16 CPUs store the frozen block linears in bf16 (model.bf16_block_linears)
         blocks = shape.num_hidden_layers * shape.block_linear_params()
         return blocks * (2 if device.bf16 else 4) + (total - blocks) * 4

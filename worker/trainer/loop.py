@@ -18,7 +18,7 @@ from worker.trainer.data import PaddingCollator, run_data
 from worker.trainer.errors import TrainerError
 from worker.trainer.guard import DivergenceGuard
 from worker.trainer.loss import LabelledLossTrainer
-from worker.trainer.model import load_model, optimizer_name, pick_device, settle_choices, supports_bf16
+from worker.trainer.model import load_model, optimizer_name, pick_device, precision, settle_choices, supports_bf16
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
 from worker.trainer.samples import sampling
 from worker.trainer.sinks import ReportSink
@@ -57,8 +57,9 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
         eval_strategy=eval_strategy, eval_steps=t.eval_steps,
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
         seed=t.seed, data_seed=t.seed, use_cpu=device == "cpu",
-        # bf16 autocast (fp32 master weights) wherever matmuls are native in bf16, CPUs with AMX included.
-        bf16=supports_bf16(device), report_to="none", disable_tqdm=True,
+        # bf16 autocast (fp32 master weights) wherever matmuls are native in bf16, CPUs with AMX included; fp16
+        # autocast with a gradient scaler on GPUs without bf16 (the LoRA weights stay fp32, as the scaler needs).
+        bf16=precision(device) == "bf16", fp16=precision(device) == "fp16", report_to="none", disable_tqdm=True,
         # Keep NaN/inf in the logs (the default swaps them for the running mean) so the guard sees them.
         logging_nan_inf_filter=False,
         # Both collators give an attention_mask of the real tokens, so tokens_seen never counts padding.

@@ -46,7 +46,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
                 dtype: torch.dtype, chunk: int) -> torch.Tensor:
         w = weight.to(dtype)
-        grad_hidden = torch.empty_like(hidden)
+        # fp32 whatever hidden's dtype: under fp16 autocast the loss scale multiplies it in backward, and an fp16
+        # buffer would round each token's gradient before that (and overflow sooner).
+        grad_hidden = torch.empty_like(hidden, dtype=torch.float32)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         # One pair of chunk buffers, reused: logits in the compute dtype and their fp32 exponentials. Fresh
@@ -72,7 +74,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if grad_weight is not None:
                 grad_weight += (unnormalised.T @ (h.float() * scale).to(dtype)).float()
                 grad_weight.index_add_(0, safe, h.float() * valid.unsqueeze(1), alpha=-1)
-        ctx.weight_dtype = weight.dtype
+        ctx.weight_dtype, ctx.hidden_dtype = weight.dtype, hidden.dtype
         ctx.save_for_backward(grad_hidden, grad_weight)
         return total
 
@@ -80,7 +82,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         grad_hidden, grad_weight = ctx.saved_tensors
         weight_grad = None if grad_weight is None else (grad_weight * grad_total).to(ctx.weight_dtype)
-        return grad_hidden * grad_total.to(grad_hidden.dtype), weight_grad, None, None, None
+        hidden_grad = (grad_hidden * grad_total.float()).to(ctx.hidden_dtype)
+        return hidden_grad, weight_grad, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

@@ -37,11 +37,21 @@ def supports_bf16(device: str) -> bool:
     return torch.backends.mkldnn.is_available() and cpu_has_native_bf16()
 
 
+def precision(device: str) -> str:
+    """How the trainer runs its matmuls here: "bf16" autocast where bf16 is native (Ampere+ GPUs, CPUs with
+    AVX512-BF16/AMX); on older GPUs (T4, V100) "fp16" autocast with gradient scaling, the usual recipe there and
+    4-8x faster than fp32; else "fp32"."""
+    if supports_bf16(device):
+        return "bf16"
+    return "fp16" if device == "cuda" else "fp32"
+
+
 def compute_dtype(spec: RunSpec, device: str) -> torch.dtype:
-    """The matmul dtype of the 4-bit layers: the spec's choice, or bfloat16 where supported for "auto"."""
+    """The matmul dtype of the 4-bit layers: the spec's choice, or for "auto" the one the trainer's autocast uses
+    here (precision)."""
     choice = spec.quantization.compute_dtype
     if choice == "auto":
-        return torch.bfloat16 if supports_bf16(device) else torch.float32
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision(device), torch.float32)
     if choice == "bfloat16" and device == "cuda" and not supports_bf16(device):
         # Before Ampere (T4, V100) a GPU has no bf16 matmuls: refused, not run at a fraction of the speed or failed
         # deep inside a kernel.
@@ -168,7 +178,8 @@ def autocast_norm_outputs(model: torch.nn.Module) -> int:
 
 
 def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
-    """The frozen base: 4-bit for QLoRA, else full precision (bfloat16 on capable GPUs)."""
+    """The frozen base: 4-bit for QLoRA, else full precision (on a GPU in its autocast dtype, bf16 or fp16: the
+    frozen weights are only ever read as that)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = source_kwargs(spec, inputs)
@@ -183,7 +194,8 @@ def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
             # bookkeeping and kept ~0.3 GB more resident in the benchmark.
             kwargs["device_map"] = {"": device}
     else:
-        kwargs["dtype"] = torch.bfloat16 if device == "cuda" and supports_bf16(device) else torch.float32
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision(device))
+        kwargs["dtype"] = half if device == "cuda" and half else torch.float32
         if device == "cuda":  # straight onto the GPU: not the whole base in host memory first, then copied
             kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(inputs.model_ref, **kwargs)
