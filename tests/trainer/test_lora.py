@@ -47,6 +47,8 @@ def test_lora_learns_and_changes_only_adapter_weights(make_spec, tiny_model: Pat
     assert steps == sorted(steps) and steps[-1] == 25
     assert any("eval_loss" in m for m in sink.metrics()) and sink.events[-1]["final"]["eval_loss"] is not None
     assert all(m["tokens_seen"] > 0 and m["memory_mb"] > 0 for m in sink.metrics())
+    # The host's resident memory is its own series, at most the peak it is part of.
+    assert all(0 < m["host_rss_mb"] <= m["memory_mb"] + 1 for m in sink.metrics() if "loss" in m)
 
 
 def test_qlora_learns_on_cpu(make_spec, tmp_path) -> None:

@@ -64,7 +64,10 @@ class Metric(_Report):
     tokens_per_second: float | None = Field(None, description="Train tokens per second since the previous train log")
     tokens_per_second_avg: float | None = Field(None, description="Train tokens per second since the attempt began")
     elapsed_s: float | None = None
-    memory_mb: float | None = None
+    memory_mb: float | None = Field(None, description="Peak MiB: GPU tensors since training began, else peak RSS")
+    host_rss_mb: float | None = Field(None, description="The trainer process's resident memory now, MiB")
+    gpu_reserved_mb: float | None = Field(None, description="The CUDA caching allocator's peak reservation, MiB")
+    gpu_used_mb: float | None = Field(None, description="The whole GPU's memory in use now, MiB")
     logged_at: float | None = Field(None, description="Wall clock of the report, for end-to-end latency")
 
     def to_json(self) -> str:

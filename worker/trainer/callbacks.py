@@ -18,11 +18,24 @@ _RENAMES = {"loss": "loss", "learning_rate": "learning_rate", "grad_norm": "grad
             "epoch": "epoch"}
 
 
-def memory_mb() -> float:
-    """Peak memory: CUDA max allocated on a GPU, else the process's peak RSS."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def memory_values(device: str) -> dict[str, float]:
+    """Memory at a log, in MiB. memory_mb is the peak a run is sized by: on a GPU what tensors held at most since
+    training began (the peak is reset then: loading's transient copies are not training's), else the process's
+    peak RSS. Beside it host_rss_mb, the process's resident memory now (on a GPU the host side is its own story),
+    and on a GPU gpu_reserved_mb, the caching allocator's peak (what the device really had to give) and
+    gpu_used_mb, the whole device's memory in use now (the CUDA context and other processes included)."""
+    values = {"host_rss_mb": _rss_now_mb()}
+    if device != "cuda":
+        return {"memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **values}  # Linux: KiB
+    free, total = torch.cuda.mem_get_info()
+    return {"memory_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "gpu_reserved_mb": torch.cuda.max_memory_reserved() / 2**20, "gpu_used_mb": (total - free) / 2**20,
+            **values}
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as statm:  # pages: size, resident, …
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 class MetricsCallback(TrainerCallback):
@@ -39,6 +52,8 @@ class MetricsCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # Emitted here because only now does the Trainer know the total number of steps.
         self.sink.emit(Started(**self.started_info, total_steps=int(state.max_steps)))
+        if self.started_info.get("device") == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         self.started = time.monotonic()
         # A resumed run starts with the tokens of its earlier attempts; the rates are of this attempt's.
         self.tokens_at_start = int(state.num_input_tokens_seen)
@@ -50,7 +65,8 @@ class MetricsCallback(TrainerCallback):
             return  # the end-of-training summary and the like carry nothing new
         now = time.monotonic()
         tokens = int(state.num_input_tokens_seen)
-        values |= {"tokens_seen": tokens, "elapsed_s": round(now - self.started, 3), "memory_mb": round(memory_mb(), 1),
+        memory = {key: round(mib, 1) for key, mib in memory_values(self.started_info.get("device", "cpu")).items()}
+        values |= {"tokens_seen": tokens, "elapsed_s": round(now - self.started, 3), **memory,
                    # Wall clock of the report, so the log-to-browser latency can be measured end to end.
                    "logged_at": round(time.time(), 3)}
         if not any(key.startswith("eval_") for key in logs or {}):

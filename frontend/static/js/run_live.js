@@ -32,7 +32,12 @@ function panels() {
     // The rate over each logging interval, with the attempt's average since it began dashed beside it.
     make("throughput-chart", [...one("tokens_per_second", "tokens/s", cssVar("--chart-speed")),
       ...one("tokens_per_second_avg", "average tokens/s", cssVar("--muted"), { smooth: false, dash: [6, 4] })]),
-    make("memory-chart", one("memory_mb", "memory MB", cssVar("--chart-memory"))),
+    // The peak a run is sized by (GPU tensors on a GPU, else peak RSS); the host's resident memory dashed beside
+    // it; on a GPU what the caching allocator reserved at its peak and what the whole device has in use.
+    make("memory-chart", [...one("memory_mb", "peak MB", cssVar("--chart-memory")),
+      ...one("host_rss_mb", "host RSS MB", cssVar("--muted"), { smooth: false, dash: [6, 4] }),
+      ...one("gpu_reserved_mb", "GPU reserved MB", cssVar("--chart-grad"), { smooth: false }),
+      ...one("gpu_used_mb", "GPU in use MB", cssVar("--chart-lr"), { smooth: false, dash: [2, 3] })]),
   ];
 }
 
