@@ -8,6 +8,9 @@ committed every COMMIT_CHUNKS chunks on a connection of their own; the caller's 
 placeholder (renames it to its hash, or drops it for an identical blob already stored) together with the rows
 that point to it. Until adopted, a placeholder is invisible: nothing points to it and garbage collection skips
 it (PENDING_PREFIX); one a killed process left behind is removed by sweep_abandoned.
+
+A file bound for the object store (app.core.object_store) writes no chunks: its placeholder names the object its
+bytes go to, committed before the upload so that whatever a failure leaves can be found and removed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from app.core import blobs
+from app.core import blob_objects, blobs
 from app.core.db import utcnow
 from app.core.models import Blob, BlobChunk
 from app.core.models.blob import PENDING_PREFIX
@@ -50,14 +53,17 @@ def stage_file(session: Session, path: Path, media_type: str) -> Staged:
     if _holds_transaction(session):
         blob = blobs.put_file(session, path, media_type)
         return Staged(blob.id, blob.sha256, blob.size, final=True)
-    with Session(bind=session.get_bind()) as staging:
-        placeholder = blobs.placeholder(media_type)
+    store = blob_objects.object_store_of(session)
+    key = store.new_key() if store is not None and store.takes(path.stat().st_size) else None
+    with Session(bind=session.get_bind(), info=blob_objects.store_info(session)) as staging:
+        placeholder = blobs.placeholder(media_type, key)
         staging.add(placeholder)
         staging.flush()
         blob_id = placeholder.id
         staging.commit()
         try:
-            digest, size = _write_chunks(staging, blob_id, path)
+            # Always sent, even when identical bytes are stored: that blob may be collected before adoption.
+            digest, size = blobs.upload_file(store, path, key) if key else _write_chunks(staging, blob_id, path)
         except BaseException:
             staging.rollback()
             _discard(staging, blob_id)
@@ -82,20 +88,24 @@ def adopt(session: Session, staged: Staged) -> Blob:
 
 def discard(session: Session, staged: list[Staged]) -> None:
     """Remove placeholders whose adoption failed (the caller's unit rolled back), each in a unit of its own."""
-    with Session(bind=session.get_bind()) as cleanup:
+    with Session(bind=session.get_bind(), info=blob_objects.store_info(session)) as cleanup:
         for item in staged:
             if not item.final:
                 _discard(cleanup, item.blob_id)
 
 
 def sweep_abandoned(session: Session, older_than: timedelta = ABANDONED_AFTER) -> int:
-    """Delete placeholders older than older_than (a process killed while staging); returns how many."""
-    gone = session.execute(delete(Blob).where(Blob.sha256.startswith(PENDING_PREFIX),
+    """Delete placeholders older than older_than (a process killed while staging) and the object store's objects as
+    old that no blob names; returns how many of both went."""
+    # Objects first: an abandoned placeholder still names its object here, which then goes after this commits.
+    objects = blob_objects.sweep(session, older_than)
+    keys = session.scalars(delete(Blob).where(Blob.sha256.startswith(PENDING_PREFIX),
                                               Blob.created_at < utcnow() - older_than)
-                           .execution_options(synchronize_session=False)).rowcount
-    if gone:
-        log.info("removed %s blob placeholders abandoned by a killed upload", gone)
-    return gone
+                           .returning(Blob.object_key).execution_options(synchronize_session=False)).all()
+    blob_objects.delete_after_commit(session, [key for key in keys if key is not None])
+    if keys:
+        log.info("removed %s blob placeholders abandoned by a killed upload", len(keys))
+    return len(keys) + objects
 
 
 def _write_chunks(staging: Session, blob_id: int, path: Path) -> tuple[str, int]:
@@ -113,7 +123,9 @@ def _write_chunks(staging: Session, blob_id: int, path: Path) -> tuple[str, int]
 
 def _discard(session: Session, blob_id: int) -> None:
     try:
-        session.execute(delete(Blob).where(Blob.id == blob_id))  # its chunks go with it (ON DELETE CASCADE)
+        # Its chunks go with it (ON DELETE CASCADE); its object, if it has one, once this commits.
+        key = session.scalar(delete(Blob).where(Blob.id == blob_id).returning(Blob.object_key))
+        blob_objects.delete_after_commit(session, [key] if key else [])
         session.commit()
     except Exception:  # the database may be what failed: sweep_abandoned takes it later
         session.rollback()

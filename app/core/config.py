@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from limits import parse as parse_rate
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -194,6 +194,37 @@ class Settings(BaseSettings):
         60.0, gt=0, le=600, description="How long one judge call may take; past it the evaluation fails, naming "
         "the endpoint."
     )
+    # Where blobs' bytes live (docs/ARCHITECTURE.md, "Large blobs in an object store"). The database always keeps
+    # their metadata; with "s3", blobs of blob_s3_min_bytes and more keep their bytes in an S3-compatible bucket.
+    blob_store: Literal["database", "s3"] = Field(
+        "database", description="Where new large blobs' bytes go: 'database' (chunks in the database, the default) or "
+        "'s3' (an S3-compatible object store: AWS S3, MinIO, …; the s3_* settings). Blobs already in the bucket stay "
+        "readable while s3_bucket is set, whichever this says."
+    )
+    blob_s3_min_bytes: int = Field(
+        8 * 1024**2, ge=1, description="With blob_store 's3': blobs at least this big go to the bucket; smaller ones "
+        "(configs, dataset indexes) stay in the database, where a read is one query."
+    )
+    s3_bucket: str = Field("", description="The bucket of the object store (it must exist); empty: none is used.")
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3 API's URL (MinIO: http://minio:9000); unset: AWS S3 in s3_region."
+    )
+    s3_region: str = Field("us-east-1", description="The bucket's region (MinIO accepts any).")
+    s3_access_key_id: str = Field(
+        "", description="Access key; empty: boto3's own chain (AWS_* variables, a shared profile, an instance role)."
+    )
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="Secret of s3_access_key_id.")
+    s3_prefix: str = Field(
+        "", pattern=r"^([A-Za-z0-9._-]+/)*$", description="Key prefix of this studio's objects (e.g. 'studio-a/'), "
+        "so studios can share a bucket; empty or ending in '/'."
+    )
+
+    @model_validator(mode="after")
+    def check_object_store(self) -> Settings:
+        """blob_store 's3' without a bucket is refused at start, not at the first large upload."""
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store 's3' needs s3_bucket (LORASTUDIO_S3_BUCKET)")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

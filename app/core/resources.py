@@ -1,4 +1,4 @@
-"""Per-process handles: settings, database engine and sessions, Redis client."""
+"""Per-process handles: settings, database engine and sessions, Redis client, object store."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core import jobs
+from app.core import blob_objects, jobs
 from app.core.config import Settings, get_settings
 from app.core.db import DbGate, make_engine, make_session_factory
+from app.core.object_store import ObjectStore
 from app.core.queue_client import TaskSender
 
 
@@ -38,9 +39,16 @@ class Resources:
         return TaskSender(self.settings)
 
     @cached_property
+    def object_store(self) -> ObjectStore | None:
+        """The bucket large blobs' bytes go to (None: the settings name none, every blob is in the database)."""
+        return ObjectStore.from_settings(self.settings)
+
+    @cached_property
     def session_factory(self) -> sessionmaker[Session]:
-        """Sessions bound to the engine, each sending the jobs it enqueues through job_sender."""
-        return make_session_factory(self.engine, info={jobs.SENDER_KEY: self.job_sender})
+        """Sessions bound to the engine, each sending the jobs it enqueues through job_sender and keeping large
+        blobs in object_store."""
+        return make_session_factory(self.engine, info={jobs.SENDER_KEY: self.job_sender,
+                                                       blob_objects.STORE_KEY: self.object_store})
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import uuid
@@ -174,6 +175,19 @@ def test_upgrade_backfills_datasets_stored_before_0006(fresh_url: str, tmp_path:
         engine.dispose()
 
 
+def _blob_before_0019(session, path: Path) -> int:  # noqa: ANN001
+    """A blob stored with the columns blobs had before revision 0019 (the ORM model has today's): one chunk."""
+    data = path.read_bytes()
+    table = sa.table("blobs", *(sa.column(name) for name in ("id", "sha256", "size", "media_type", "created_at")))
+    chunks = sa.table("blob_chunks", sa.column("blob_id"), sa.column("seq"), sa.column("data", sa.LargeBinary))
+    blob_id = session.execute(table.insert().values(
+        sha256=hashlib.sha256(data).hexdigest(), size=len(data), media_type="application/x-ndjson",
+        created_at=sa.func.now()).returning(table.c.id)).scalar_one()
+    assert len(data) <= blobs.CHUNK_SIZE
+    session.execute(chunks.insert().values(blob_id=blob_id, seq=0, data=data))
+    return blob_id
+
+
 def insert_before_0006(factory, tmp_path: Path, rows: list[dict]) -> int:  # noqa: ANN001
     """A dataset row written with the columns revision 0005 had, and its raw blob."""
     raw = write_jsonl(tmp_path / f"{uuid.uuid4().hex}.jsonl", rows)
@@ -181,9 +195,9 @@ def insert_before_0006(factory, tmp_path: Path, rows: list[dict]) -> int:  # noq
         "id", "name", "filename", "file_type", "format", "row_count", "size_bytes", "sha256", "blob_id",
         "created_at")), sa.column("columns", sa.JSON), sa.column("preview", sa.JSON))
     with session_scope(factory) as session:
-        blob = blobs.put_file(session, raw, "application/x-ndjson")
+        blob_id, data = _blob_before_0019(session, raw), raw.read_bytes()
         values = {"name": "old", "filename": raw.name, "file_type": "jsonl", "format": "messages",
-                  "row_count": len(rows), "size_bytes": blob.size, "sha256": blob.sha256,
-                  "columns": list(rows[0]), "preview": rows[:1], "blob_id": blob.id,
+                  "row_count": len(rows), "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                  "columns": list(rows[0]), "preview": rows[:1], "blob_id": blob_id,
                   "created_at": sa.func.now()}
         return session.execute(datasets.insert().values(values).returning(datasets.c.id)).scalar_one()

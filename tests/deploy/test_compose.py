@@ -4,6 +4,7 @@ from the files, and the one command compose adds — `migrate --first-admin` —
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,30 @@ def test_compose_migrate_makes_the_first_admin_once(tmp_path: Path) -> None:
     assert len(password) >= 12
     again = migrate()
     assert again.returncode == 0 and "first admin" not in again.stdout  # printed once, never reset
+
+
+STUDIO_PROCESSES = ("migrate", "web", *MODEL_LOADERS)
+
+
+def _as_compose_sets(value: object, host: dict[str, str]) -> str:
+    """A value with compose's ${NAME:-default} filled in from host (else the default)."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: host.get(m[1], m[2]), str(value))
+
+
+def test_every_studio_process_reaches_the_optional_object_store(monkeypatch) -> None:  # noqa: ANN001
+    minio = SERVICES["minio"]
+    assert minio["image"].startswith("minio/minio") and minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert "minio-data:/data" in minio["volumes"] and "minio-data" in COMPOSE["volumes"]
+    assert SERVICES["migrate"]["depends_on"]["minio-bucket"] == {"condition": "service_completed_successfully"}
+    made = SERVICES["minio-bucket"]["entrypoint"][-1].rsplit("local/", 1)[1]  # the bucket the one-shot makes
+    for host, store in (({}, "database"), ({"LORASTUDIO_BLOB_STORE": "s3"}, "s3")):  # off unless the host says s3
+        for name in STUDIO_PROCESSES:
+            for key, value in SERVICES[name]["environment"].items():
+                monkeypatch.setenv(key, _as_compose_sets(value, host))
+            settings = Settings()
+            assert settings.blob_store == store, name
+            assert (settings.s3_endpoint_url, settings.s3_bucket) == ("http://minio:9000", made), name
+            assert settings.s3_secret_access_key.get_secret_value() == _as_compose_sets(
+                minio["environment"]["MINIO_ROOT_PASSWORD"], host), name
+            assert settings.s3_access_key_id == minio["environment"]["MINIO_ROOT_USER"], name
+

@@ -208,8 +208,9 @@ class RunRecorder:
         return run is not None and run.status == RunStatus.running and run.attempts == self.attempt
 
     def _store_adapter(self, session, adapter_dir: Path) -> None:  # noqa: ANN001
-        for path in sorted(p for p in adapter_dir.rglob("*") if p.is_file()):
-            blob = blobs.put_file(session, path, "application/octet-stream")
+        paths = sorted(p for p in adapter_dir.rglob("*") if p.is_file())
+        # put_files: large files bound for an object store go up before any row is written.
+        for path, blob in zip(paths, blobs.put_files(session, paths, "application/octet-stream"), strict=True):
             name = path.relative_to(adapter_dir).as_posix()
             session.add(Artifact(run_id=self.run_id, kind="adapter", name=name, blob_id=blob.id, size=blob.size))
 

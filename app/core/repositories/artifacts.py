@@ -1,13 +1,13 @@
-"""Queries on the files runs store (adapters, checkpoints), and on the blobs only such files used."""
+"""Queries on the files runs store (adapters, checkpoints)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.core.models import Artifact, Blob, Dataset
+from app.core.models import Artifact
 
 CHECKPOINT = "checkpoint"
 # The adapter files of each stored checkpoint, kept after the checkpoint itself is dropped (a newer one came, or the
@@ -60,13 +60,3 @@ def delete_all(session: Session, artifacts: Sequence[Artifact]) -> list[int]:
     if artifacts:
         session.execute(delete(Artifact).where(Artifact.id.in_([a.id for a in artifacts])))
     return sorted({a.blob_id for a in artifacts})
-
-
-def delete_unreferenced_blobs(session: Session, blob_ids: Sequence[int]) -> int:
-    """Delete those of these blobs no artifact or dataset uses (content addressing lets files share a blob)."""
-    if not blob_ids:
-        return 0
-    used_by_a_dataset = or_(Dataset.blob_id == Blob.id, Dataset.canonical_blob_id == Blob.id,
-                            Dataset.canonical_index_blob_id == Blob.id)
-    unused = (Blob.id.in_(blob_ids), ~exists().where(Artifact.blob_id == Blob.id), ~exists().where(used_by_a_dataset))
-    return session.execute(delete(Blob).where(*unused)).rowcount  # chunks go with them (ON DELETE CASCADE)

@@ -33,9 +33,10 @@ def store(session: Session, run_id: int, attempt: int, step: int, folder: Path) 
     older = artifacts_repo.of_kind(session, run_id, artifacts_repo.CHECKPOINT)
     # The same step stored by an earlier attempt (one that started over) is replaced, never kept twice.
     older = [*older, *artifacts_repo.step_adapters_after(session, run_id, step - 1)]
-    size = 0
-    for relative, sha256 in _listing(folder).items():
-        blob = blobs.put_file(session, folder / relative, "application/octet-stream")
+    size, listing = 0, _listing(folder)
+    # Large files bound for an object store go up before any row is written (blobs.put_files).
+    stored = blobs.put_files(session, [folder / relative for relative in listing], "application/octet-stream")
+    for (relative, sha256), blob in zip(listing.items(), stored, strict=True):
         if sha256 is not None and blob.sha256 != sha256:
             raise IncompleteCheckpoint(f"{relative} of the checkpoint of step {step} does not match its manifest")
         name = artifacts_repo.checkpoint_name(step, relative)
@@ -89,4 +90,4 @@ def collect(session: Session, blob_ids: list[int]) -> int:
     A unit of work of its own after the one that dropped the artifacts: deleting a blob another run is just
     starting to use fails that delete (the reuse locks the blob), and must not undo what was stored.
     """
-    return artifacts_repo.delete_unreferenced_blobs(session, blob_ids)
+    return blobs.collect_garbage(session, blob_ids)
