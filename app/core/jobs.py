@@ -62,9 +62,11 @@ def enqueue(session: Session, task_name: str, on_sent: OnSent | None = None, *, 
     on_sent(bind, broker_id) runs after a successful send, to record where the job went.
     """
     pending: list[tuple[str, dict[str, Any], OnSent | None, str | None]] = session.info.setdefault("pending_jobs", [])
-    if not pending:
-        event.listen(session, "after_commit", _send_pending, once=True)
-        event.listen(session, "after_rollback", _drop_pending, once=True)
+    # Listening for good, once per session: a once=True listener stays registered after it fired and a second
+    # listen of the same function is ignored, so a session's second commit sent nothing.
+    if not event.contains(session, "after_commit", _send_pending):
+        event.listen(session, "after_commit", _send_pending)
+        event.listen(session, "after_rollback", _drop_pending)
     pending.append((task_name, kwargs, on_sent, device_class))
 
 
@@ -75,6 +77,9 @@ def send(session: Session, task_name: str, kwargs: dict[str, Any], device_class:
 
 
 def _send_pending(session: Session) -> None:
+    # SQLAlchemy fires after_commit for a released savepoint too: the unit of work has not committed yet.
+    if session.get_nested_transaction() is not None:
+        return
     bind = session.get_bind()
     for task_name, kwargs, on_sent, device_class in session.info.pop("pending_jobs", []):
         try:
@@ -87,4 +92,6 @@ def _send_pending(session: Session) -> None:
 
 
 def _drop_pending(session: Session) -> None:
-    session.info.pop("pending_jobs", None)
+    # A savepoint rolled back (a unique-key race, a refused garbage collection) leaves the unit of work's jobs due.
+    if session.get_nested_transaction() is None:
+        session.info.pop("pending_jobs", None)
