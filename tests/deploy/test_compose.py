@@ -96,3 +96,20 @@ def test_every_studio_process_reaches_the_optional_object_store(monkeypatch) -> 
                 minio["environment"]["MINIO_ROOT_PASSWORD"], host), name
             assert settings.s3_access_key_id == minio["environment"]["MINIO_ROOT_USER"], name
 
+
+def test_each_image_is_built_once_and_run_by_the_others() -> None:
+    built = {name: s["image"] for name, s in SERVICES.items() if "build" in s}
+    assert sorted(built.values()) == ["lorastudio-web:local", "lorastudio-worker:local"], built
+    targets = {s["image"]: s["build"]["target"] for s in SERVICES.values() if "build" in s}
+    assert targets == {"lorastudio-web:local": "web", "lorastudio-worker:local": "worker"}
+    for name, service in SERVICES.items():
+        if service.get("image", "").startswith("lorastudio-") and "build" not in service:
+            assert service["pull_policy"] == "never", name  # a local image: never looked for on a registry
+            assert any(service["image"] == s["image"] for s in SERVICES.values() if "build" in s), name
+
+
+def test_the_gpu_worker_takes_every_gpu_and_shares_them_out_itself() -> None:
+    # count 1 on a --scaled service gave every replica the same GPU; one worker with all of them runs one job per
+    # GPU (worker/jobs/gpu_slots.py), each child seeing only its own.
+    (devices,) = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices["count"] == "all" and devices["capabilities"] == ["gpu"]
