@@ -47,6 +47,12 @@ def test_deployments_select_their_own_pods() -> None:
 def test_every_process_gets_the_database_and_redis_urls_from_the_secret() -> None:
     (secret,) = BY_KIND["Secret"]
     assert {"DATABASE_URL", "REDIS_URL"} <= set(secret["stringData"])
+    # The object store's settings too, and they are ones the studio reads (a misspelt one would be ignored).
+    store = {k: v for k, v in secret["stringData"].items() if k.startswith(("LORASTUDIO_S3_", "LORASTUDIO_BLOB"))}
+    fields = {k.removeprefix("LORASTUDIO_").lower(): v for k, v in store.items()}
+    assert set(fields) <= set(Settings.model_fields), set(fields) - set(Settings.model_fields)
+    settings = Settings(**fields)
+    assert settings.blob_store == "s3" and settings.s3_bucket == store["LORASTUDIO_S3_BUCKET"]
     for workload in WORKLOADS:
         for container in _pod(workload)["containers"]:
             assert {"secretRef": {"name": secret["metadata"]["name"]}} in container["envFrom"], workload["metadata"]
