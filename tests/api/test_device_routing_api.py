@@ -52,6 +52,7 @@ def test_a_7b_base_goes_to_a_gpu_with_room_and_its_message_to_that_queue(client,
     assert lora["device_class"] in {"gpu24", "gpu32"}  # 13.5 GB of bf16 weights and the rest: a bigger card
     page = client.get(f"/runs/{lora['id']}")
     assert f"{lora['device_class']} workers" in page.text
+    assert f"Routed to {lora['device_class']} workers" in client.get("/runs/table?status=queued").text
 
 
 def test_small_bases_go_to_any_worker_unless_the_person_chooses(client, ids, waiting) -> None:
