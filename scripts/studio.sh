@@ -107,14 +107,14 @@ run_tests() {
   echo "== database-backed tests on PostgreSQL"
   # Tests that never touch the database (trainer, JS, pure parsing, the job runner's process code, the browser,
   # `up` and the web-only install check with their own SQLite, the PostgreSQL-restart test on a private cluster of
-  # its own) ran above; everything that reads or writes the database runs again on PostgreSQL.
+  # its own, the GPU acceptance self-test on a SQLite fleet of its own) ran above; everything that reads or writes the database runs again on PostgreSQL.
   LORASTUDIO_TEST_DB=postgresql "$VENV/bin/pytest" -q tests --ignore=tests/trainer --ignore=tests/js \
     --ignore=tests/browser --ignore=tests/e2e/test_up.py --ignore=tests/test_web_install.py \
     --ignore=tests/worker/test_outcome.py --ignore=tests/worker/test_reports.py --ignore=tests/worker/test_child.py \
     --ignore=tests/worker/test_runner.py --ignore=tests/worker/test_analysis_job.py \
     --ignore=tests/core/test_dataset_formats.py --ignore=tests/core/test_dataset_problems.py \
     --ignore=tests/reliability/test_postgres_restart.py --ignore=tests/worker/test_outage.py \
-    --ignore=tests/worker/test_spec_bounds.py "$@"
+    --ignore=tests/worker/test_spec_bounds.py --ignore=tests/worker/test_gpu_acceptance.py "$@"
 }
 
 case "${1:-}" in
