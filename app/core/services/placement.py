@@ -36,8 +36,8 @@ def route_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | N
 
 def live_classes(workers: list[dict[str, Any]] | None) -> set[str]:
     """The device classes live training workers take (as announced in the registry)."""
-    return {c for w in workers or [] for c in device_classes.accepted_classes(str(w.get("device_class") or ""))
-            if w.get("device_class")}
+    return {c for w in workers or [] if w.get("device_class")
+            for c in device_classes.accepted_classes(str(w["device_class"]))}
 
 
 def describe(device_class: str | None, workers: list[dict[str, Any]] | None) -> str:
