@@ -43,6 +43,7 @@ from app.core.services.runs import record_metrics  # noqa: E402
 from app.stack import free_port, studio_env, wait_for_http, web_argv  # noqa: E402
 from tests.support.accounts import Account, create_account  # noqa: E402
 from tests.support.rows import insert_run  # noqa: E402
+from worker.heartbeat import Heartbeat  # noqa: E402
 from worker.planning.reports import Metric  # noqa: E402
 
 HEALTH_EVERY_S = 0.05
@@ -247,12 +248,19 @@ async def sse_level(base: str, pid: int, headers: dict[str, str], run_id: int, n
     return level
 
 
-def running_run(res: Resources, owner: Account, history: int = HISTORY_POINTS) -> int:
-    """A committed running run owned by `owner` with `history` stored metric points."""
+@contextmanager
+def running_run(res: Resources, owner: Account, history: int = HISTORY_POINTS) -> Iterator[int]:
+    """A committed running run owned by `owner` with `history` stored metric points, beating as a live worker's
+    run does while the block lasts: a run that stops beating is reaped by any worker's janitor on the same
+    database (requeued after lost_after_s, then started, and failed on its placeholder dataset)."""
     with session_scope(res.session_factory) as session:
-        run_id = insert_run(session, owner_id=owner.id, name="load", total_steps=10_000)
-    publish_points(res, run_id, history)
-    return run_id
+        run_id = insert_run(session, owner_id=owner.id, name="load", total_steps=10_000, attempts=1)
+    heartbeat = Heartbeat(res.session_factory, run_id, attempt=1).start()
+    try:
+        publish_points(res, run_id, history)
+        yield run_id
+    finally:
+        heartbeat.stop()
 
 
 @contextmanager
@@ -340,10 +348,10 @@ def _bench(root: Path, url: str, levels: list[int], args: argparse.Namespace) ->
     settings = Settings(data_dir=root, DATABASE_URL=url, queue="load-bench")
     res = Resources(settings)
     account = create_account(res, "load", admin=True)
-    run_id = running_run(res, account)
     # One user holds every stream here: the per-user bound (50 by default) is raised for the benchmark.
     try:
-        with web_server(settings, root / "web.log", sse_max_clients_per_user=str(max(levels) + 10)) as (base, pid):
+        with (running_run(res, account) as run_id,
+              web_server(settings, root / "web.log", sse_max_clients_per_user=str(max(levels) + 10)) as (base, pid)):
             print(json.dumps({"database": url.split(":")[0], "levels": levels, "cpus": os.cpu_count()}))
             asyncio.run(run_levels(base, pid, account, run_id, res, levels, args.seconds,
                                    tuple(args.kinds.split(","))))

@@ -33,9 +33,9 @@ RSS_GROWTH = 150 << 20
 def loaded(settings: Settings, resources: Resources, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     """(url, pid, account, run_id): one web process, a user with a token and a running run with history."""
     account = create_account(resources)
-    run_id = running_run(resources, account)
     log = tmp_path_factory.mktemp("web-load") / "web.log"
-    with web_server(settings, log, sse_max_clients_per_user=str(PER_USER), sse_max_clients="1000") as (url, pid):
+    with (running_run(resources, account) as run_id,
+          web_server(settings, log, sse_max_clients_per_user=str(PER_USER), sse_max_clients="1000") as (url, pid)):
         yield url, pid, account, run_id
 
 
