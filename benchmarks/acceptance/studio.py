@@ -167,7 +167,17 @@ class Studio:
         with GpuMemory(self.device == "cuda") as memory:
             run_id = self.fleet.create_run(spec)
             self.wait_end(run_id)
-        return self.collect(run_id) | {"gpu_peak_mb": memory.peak_mb}
+        return self.finish(run_id) | {"gpu_peak_mb": memory.peak_mb}
+
+    def finish(self, run_id: int) -> dict[str, Any]:
+        """The run as collected; one still going past the timeout is cancelled (so it does not hold the worker
+        for the checks after it) and said to have timed out."""
+        seen = self.collect(run_id)
+        if seen["status"] not in TERMINAL:
+            seen["error"] = f"not finished within {self.timeout_s:.0f} s (at step {max(seen['steps'], default=0)})"
+            self.fleet.cancel_unfinished()
+            self.wait_end(run_id, self.fleet.settings.cancel_grace_s + 30)
+        return seen
 
     def wait_end(self, run_id: int, timeout_s: float | None = None) -> None:
         """Until the run ends, or the timeout (then it stays as it is, and the check says so)."""
@@ -223,7 +233,7 @@ class Studio:
         checkpoint, before, run = self.checkpoint_step(run_id), self.collect(run_id), self.fleet.run(run_id)
         if run.status != "running" or checkpoint is None or run.worker.split("@")[0] == spare:
             self.wait_end(run_id)
-            return self.collect(run_id) | {"killed": False, "checkpoint": checkpoint}
+            return self.finish(run_id) | {"killed": False, "checkpoint": checkpoint}
         holder, pids = run.worker.split("@")[0], self.fleet.trainer_pids(run_id)
         self.ready()
         killed_at = time.monotonic()
@@ -234,7 +244,7 @@ class Studio:
         resumed = self._resumed_event(run_id)
         resumed_after = time.monotonic() - killed_at
         self.wait_end(run_id)
-        return self.collect(run_id) | {"killed": True, "checkpoint": checkpoint, "before": before,
+        return self.finish(run_id) | {"killed": True, "checkpoint": checkpoint, "before": before,
                                        "killed_at_step": max(before["steps"], default=0),
                                        "resumed": resumed, "resumed_after_s": resumed_after,
                                        "trainer_pids_killed": len(pids)}

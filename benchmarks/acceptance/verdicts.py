@@ -79,7 +79,8 @@ def speed_check(name: str, method: str, run: dict[str, Any], baseline: dict[str,
     base = steady_rate([tuple(p) for p in baseline["points"]])
     ratio = studio / base if studio and base else None
     numbers |= {"baseline_tokens_per_s": base, "speedup": ratio, "baseline_mfu": mfu(base or 0.0, params, peak),
-                "baseline_loss_last": baseline["losses"][-1] if baseline["losses"] else None}
+                "baseline_loss_last": baseline["losses"][-1] if baseline["losses"] else None,
+                "baseline_memory_gb": baseline["memory_mb"] / 1024}
     return Check(name, False, speed_passed(ratio, numbers["mfu"], method), numbers, f"{goal}; peak: {source}")
 
 
@@ -100,7 +101,7 @@ def memory_check(name: str, spec: dict[str, Any], run: dict[str, Any], folder: P
     measured = measured_mb / 1024
     error = relative_error(estimated, measured)
     numbers = {"estimate_gb": estimated, "measured_gb": measured, "error": error} | {
-        f"{key.removesuffix('_mb')}_gb": run[key] / 1024 for key in (*MEMORY_SOURCES, "memory_mb") if run.get(key)}
+        f"run_{key.removesuffix('_mb')}_gb": run[key] / 1024 for key in (*MEMORY_SOURCES, "memory_mb") if run.get(key)}
     return Check(name, False, abs(error) <= MEMORY_GOAL, numbers, f"goal ±{MEMORY_GOAL:.0%}; measured: {source}")
 
 

@@ -125,6 +125,8 @@ def baseline(args: dict[str, Any]) -> dict[str, Any]:
     bf16 = cuda and torch.cuda.is_bf16_supported()
     seed_everything(SEED)
     tokenizer = AutoTokenizer.from_pretrained(args["model"])
+    if tokenizer.pad_token is None:  # as the blog posts do for tokenizers without one
+        tokenizer.pad_token = tokenizer.eos_token
     data = chat_examples(tokenizer, Path(args["rows"]), args["max_length"])
     pad = DataCollatorWithPadding(tokenizer)
 
