@@ -103,18 +103,26 @@ run_tests() {
   "$VENV/bin/ruff" check app worker tests benchmarks scripts
   "$VENV/bin/lint-imports"
   echo "== test suite on SQLite"
-  LORASTUDIO_TEST_DB=sqlite "$VENV/bin/pytest" -q tests "$@"
+  # The multi-host routing test runs in the PostgreSQL pass only: workers on several hosts share a network
+  # database, never one SQLite file. --durations names the slowest tests, to keep the suite's length in view.
+  LORASTUDIO_TEST_DB=sqlite "$VENV/bin/pytest" -q --durations=15 tests \
+    --ignore=tests/e2e/test_device_routing_e2e.py "$@"
   echo "== database-backed tests on PostgreSQL"
   # Tests that never touch the database (trainer, JS, pure parsing, the job runner's process code, the browser,
   # `up` and the web-only install check with their own SQLite, the PostgreSQL-restart test on a private cluster of
-  # its own, the GPU acceptance self-test on a SQLite fleet of its own) ran above; everything that reads or writes the database runs again on PostgreSQL.
-  LORASTUDIO_TEST_DB=postgresql "$VENV/bin/pytest" -q tests --ignore=tests/trainer --ignore=tests/js \
+  # its own, the GPU acceptance self-test on a SQLite fleet of its own) ran above, and so did the end-to-end tests of
+  # processes and Redis whose database work is what every other end-to-end test does too (the worker pool's
+  # process model, the speed calibration, the Redis outage); everything else that reads or writes the database
+  # runs again on PostgreSQL.
+  LORASTUDIO_TEST_DB=postgresql "$VENV/bin/pytest" -q --durations=15 tests --ignore=tests/trainer --ignore=tests/js \
     --ignore=tests/browser --ignore=tests/e2e/test_up.py --ignore=tests/test_web_install.py \
     --ignore=tests/worker/test_outcome.py --ignore=tests/worker/test_reports.py --ignore=tests/worker/test_child.py \
     --ignore=tests/worker/test_runner.py --ignore=tests/worker/test_analysis_job.py \
     --ignore=tests/core/test_dataset_formats.py --ignore=tests/core/test_dataset_problems.py \
     --ignore=tests/reliability/test_postgres_restart.py --ignore=tests/worker/test_outage.py \
-    --ignore=tests/worker/test_spec_bounds.py --ignore=tests/worker/test_gpu_acceptance.py "$@"
+    --ignore=tests/worker/test_spec_bounds.py --ignore=tests/worker/test_gpu_acceptance.py \
+    --ignore=tests/e2e/test_worker_pool.py --ignore=tests/e2e/test_calibration.py \
+    --ignore=tests/e2e/test_redis_outage.py "$@"
 }
 
 case "${1:-}" in
