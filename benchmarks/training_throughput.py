@@ -1,12 +1,19 @@
-"""Real tokens/s, peak RSS and loss: the copied recipes (A: pad to 512, B: dynamic padding) vs the studio (C).
+"""Real tokens/s, MFU, peak RSS and loss: the studio's trainer (C) against the strongest recipes a competent user
+would copy (benchmarks/throughput_baselines.py: P, HF Trainer + PEFT in bf16 with padding-free batches; T, TRL's
+SFTTrainer with packing in bf16) and the seed recipe (A, fp32 padded to the maximum length), in the same run.
 
-Run: .venv/bin/python benchmarks/training_throughput.py [--examples 32] [--batch 4] [--accum 2] [--repeats 2]
-(32 examples × 2 repeats take ~30+ minutes on 2 shared CPU cores: recipe A in fp32 is the slow one.)
-Every (recipe, method) trains in a fresh subprocess, interleaved A/B/C per repeat, on the first N rows of
-alpaca_en_demo with the same LoRA settings, order and batch size; medians are printed with the spread.
-C runs in the environment a worker gives its trainers (tcmalloc preloaded where installed:
-worker.planning.allocator); A and B on the system malloc, as people run them. "C-libc" is C on the system
-malloc, to show what the allocator alone is worth.
+Run (nothing else on the cores; T needs trl: `pip install '.[bench]'`, else it is skipped and said so):
+    .venv/bin/python benchmarks/training_throughput.py [--examples 80] [--workloads qv8,all16] [--only ABPTC]
+Workloads (issue 18): qv8 = r 8 on q/v, batch 2 x 4; all16 = r 16 on every linear, batch 4 x 2; each with LoRA and
+QLoRA NF4, max length 512, the first N alpaca_en_demo rows (80: 10 optimizer steps for the recipes without
+packing), the demo model (SmolLM2-135M-Instruct). About 20-30 minutes for both workloads on 2 cores.
+
+Every (recipe, method) trains in a fresh subprocess; the studio's in the environment a worker gives its trainers
+(tcmalloc preloaded where installed), the recipes on the system malloc, as people run them ("C-libc",
+--allocator-ablation, is the studio's trainer on the system malloc). This CPU's bf16 and fp32 matmul peaks are
+measured first, in this process; MFU is 4N FLOPs per real token over the bf16 peak (benchmarks/matmul_peak.py),
+for every recipe (A's fp32 matmuls included: the fp32 peak is printed beside it).
+The targets of issue 18 are printed as met or not, never asserted.
 """
 
 from __future__ import annotations
@@ -21,17 +28,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.demo import DEMO_MODEL, demo_model  # noqa: E402
+from benchmarks.matmul_peak import matmul_peak_gflops, mfu  # noqa: E402
+from benchmarks.throughput_baselines import BASELINES, LR, SEED, cpu_seconds, run_baseline  # noqa: E402
 
 MODEL = DEMO_MODEL
 DATA = ROOT.parent / "shared/datasets/alpaca_en_demo.json"
-MAX_LEN, LR, SEED = 512, 2e-4, 42
-LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
-RECIPES = ("A", "B", "C")
+MAX_LEN = 512
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "qv8": {"lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+            "batch": 2, "accum": 4},
+    "all16": {"lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+              "batch": 4, "accum": 2},
+}
+METHODS = ("lora", "qlora")
+# Issue 18's targets for the studio (C) against the best baseline.
+SPEEDUP_GOAL, MFU_GOAL, MEMORY_GOAL, LOSS_GOAL = 1.5, 0.55, 0.6, 0.02
 
 
 def canonical_rows(dest: Path, n: int) -> Path:
@@ -45,77 +62,19 @@ def canonical_rows(dest: Path, n: int) -> Path:
     return dest
 
 
-def recipe_dataset(tokenizer, rows: Path, pad_to_max: bool) -> list[dict]:
-    """The articles' tokenisation: chat template over prompt+response, labels = ids with padding masked."""
-    out = []
-    for line in rows.read_text(encoding="utf-8").splitlines():
-        text = tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=False)
-        enc = tokenizer(text, truncation=True, max_length=MAX_LEN,
-                        padding="max_length" if pad_to_max else False, add_special_tokens=False)
-        labels = [t if m else -100 for t, m in zip(enc["input_ids"], enc["attention_mask"], strict=True)]
-        out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
-    return out
-
-
-def recipe_model(method: str):
-    """HF model + PEFT as in the QLoRA/LoRA blog posts (NF4, double quant, bf16 compute for QLoRA)."""
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    if method == "qlora":
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-        model = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
-    config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                        target_modules="all-linear")
-    return get_peft_model(model, config)
-
-
-def run_recipe(name: str, method: str, rows: Path, batch: int, accum: int, out: Path) -> dict:
-    """Recipe A or B with a plain transformers Trainer; returns real tokens, seconds and losses."""
-    import torch
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
-
-    set_seed(SEED)
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
-    data = recipe_dataset(tokenizer, rows, pad_to_max=name == "A")
-    pad = DataCollatorWithPadding(tokenizer)
-
-    def collate(features):  # dynamic padding; labels padded with -100
-        width = max(len(f["input_ids"]) for f in features)
-        labels = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in features])
-        return pad([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features]) | {"labels": labels}
-
-    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=1,
-                             gradient_accumulation_steps=accum,
-                             learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1,
-                             seed=SEED, data_seed=SEED, use_cpu=True, report_to="none", save_strategy="no",
-                             disable_tqdm=True, remove_unused_columns=False)
-    trainer = Trainer(model=recipe_model(method), args=args, train_dataset=data, data_collator=collate)
-    cpu = cpu_seconds()
-    runtime = trainer.train().metrics["train_runtime"]
-    cpu = cpu_seconds() - cpu
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"tokens": sum(sum(d["attention_mask"]) for d in data), "seconds": runtime, "cpu_s": cpu,
-            "losses": losses}
-
-
-def run_studio(method: str, rows: Path, batch: int, accum: int, out: Path, checkpointing: bool = False) -> dict:
+def run_studio(method: str, rows: Path, workload: dict[str, Any], out: Path) -> dict[str, Any]:
     """Recipe C: the studio's own trainer with its defaults for this device (same objective: train_on all)."""
     from worker.planning.spec import RunSpec
     from worker.trainer.loop import train
     from worker.trainer.sinks import ListSink
 
     spec = RunSpec.model_validate({
-        "method": method, "model": {"base_model": str(MODEL)}, "lora": LORA,
+        "method": method, "model": {"base_model": str(MODEL)}, "lora": workload["lora"],
         "data": {"path": str(rows), "max_seq_length": MAX_LEN, "train_on": "all"},
-        "training": {"per_device_batch_size": batch, "gradient_accumulation_steps": accum, "learning_rate": LR,
-                     "seed": SEED, "gradient_checkpointing": checkpointing}})
+        "training": {"per_device_batch_size": workload["batch"], "gradient_accumulation_steps": workload["accum"],
+                     "learning_rate": LR, "seed": SEED}})
     sink = ListSink()
-    cpu = cpu_seconds()  # includes loading the model (A and B start after it): C's figure is the pessimistic one
+    cpu = cpu_seconds()  # includes loading the model (the recipes start after it): C's figure is the pessimistic one
     result = train(spec, out, sink)
     cpu = cpu_seconds() - cpu
     points = sink.metrics()
@@ -123,112 +82,141 @@ def run_studio(method: str, rows: Path, batch: int, accum: int, out: Path, check
             "losses": [p["loss"] for p in points if "loss" in p]}
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process (user + system): unlike wall time, barely moved by other processes on the cores."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def child(name: str, method: str, rows: Path, batch: int, accum: int) -> None:
-    """One configuration in this (fresh) process; prints one JSON line. "C+gc": C with gradient checkpointing."""
+def child(name: str, method: str, rows: Path, workload_name: str) -> None:
+    """One configuration in this (fresh) process; prints one RESULT line."""
     from worker.planning.allocator import active_allocator
 
+    workload = WORKLOADS[workload_name]
     with tempfile.TemporaryDirectory() as tmp:
         if name.startswith("C"):
-            r = run_studio(method, rows, batch, accum, Path(tmp), checkpointing=name == "C+gc")
+            r = run_studio(method, rows, workload, Path(tmp))
         else:
-            r = run_recipe(name, method, rows, batch, accum, Path(tmp))
+            r = run_baseline(name, method, MODEL, rows, workload["lora"], MAX_LEN, workload["batch"],
+                             workload["accum"], Path(tmp))
     r["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     r["allocator"] = active_allocator()
     print("RESULT " + json.dumps(r), flush=True)
 
 
-def measure(name: str, method: str, rows: Path, batch: int, accum: int) -> dict:
-    """Run one configuration in a fresh subprocess and parse its result line."""
+def measure(name: str, method: str, rows: Path, workload: str) -> dict[str, Any] | str:
+    """Run one configuration in a fresh subprocess: its result, or why it could not run."""
     from worker.planning.allocator import trainer_env
 
-    cmd = [sys.executable, __file__, "--child", name, method, str(rows), "--batch", str(batch), "--accum", str(accum)]
-    env = trainer_env(os.environ) if name in ("C", "C+gc") else dict(os.environ)  # C-libc: the system malloc
+    cmd = [sys.executable, __file__, "--child", name, method, str(rows), "--workloads", workload]
+    env = trainer_env(os.environ) if name == "C" else dict(os.environ)  # C-libc: the system malloc
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
     if line is None:
-        raise SystemExit(f"{name}/{method} failed:\n{proc.stderr[-3000:]}")
+        if name == "T" and "No module named 'trl'" in proc.stderr:
+            return "skipped: trl is not installed (pip install '.[bench]')"
+        raise SystemExit(f"{name}/{method}/{workload} failed:\n{proc.stderr[-3000:]}")
     r = json.loads(line[7:])
-    r["tps"] = r["tokens"] / r["seconds"]
-    r["tpcs"] = r["tokens"] / r["cpu_s"]
+    r["tps"], r["tpcs"] = r["tokens"] / r["seconds"], r["tokens"] / r["cpu_s"]
     return r
 
 
-def table(results: dict[tuple[str, str], list[dict]]) -> str:
-    """Medians (min–max) per configuration, then the ratios the issue asks for."""
-    fields = ("tps", "tpcs", "peak_mb", "seconds")
-    med = {k: {f: statistics.median(r[f] for r in v) for f in fields} for k, v in results.items()}
-    lines = [f"{'config':<13}{'tokens/s (min-max)':>24}{'tok/CPU-s':>10}{'peak MB (min-max)':>22}{'real tok':>10}"
-             f"{'last loss':>11}{'mean loss':>11}  malloc"]
-    for (name, method), runs in results.items():
-        tps, mb = [r["tps"] for r in runs], [r["peak_mb"] for r in runs]
-        losses = runs[0]["losses"]
-        m = med[name, method]
-        lines.append(f"{name + '/' + method:<13}{m['tps']:>11.0f} ({min(tps):.0f}-{max(tps):.0f}){'':>3}"
-                     f"{m['tpcs']:>10.0f}{m['peak_mb']:>9.0f} ({min(mb):.0f}-{max(mb):.0f}){runs[0]['tokens']:>10}"
-                     f"{losses[-1]:>11.4f}{statistics.fmean(losses):>11.4f}  {runs[0]['allocator']}")
-    if not all((n, m) in med for n in RECIPES for m in ("lora", "qlora")):
-        return "\n".join(lines)  # ratios need every recipe (--only ran a subset)
-    for method in ("lora", "qlora"):
-        c, a, b = med["C", method], med["A", method], med["B", method]
-        lines.append(f"{method}: tokens/s C/A {c['tps'] / a['tps']:.2f}  C/B {c['tps'] / b['tps']:.2f}   "
-                     f"tokens/CPU-s C/A {c['tpcs'] / a['tpcs']:.2f}  C/B {c['tpcs'] / b['tpcs']:.2f}   "
-                     f"peak MB C/A {c['peak_mb'] / a['peak_mb']:.2f}  C/B {c['peak_mb'] / b['peak_mb']:.2f}")
-    for method in ("lora", "qlora"):
-        last = {n: statistics.fmean(results[n, method][0]["losses"][-3:]) for n in RECIPES if (n, method) in results}
-        lines.append(f"{method}: mean loss of the last 3 steps " + "  ".join(f"{n} {v:.4f}" for n, v in last.items())
-                     + f"  (C/B {last['C'] / last['B']:.3f})")
-    for method in ("lora", "qlora"):
-        if ("C+gc", method) in med:
-            g, a, b = med["C+gc", method], med["A", method], med["B", method]
-            lines.append(f"{method}: C with gradient checkpointing: tokens/s C+gc/A {g['tps'] / a['tps']:.2f}  "
-                         f"C+gc/B {g['tps'] / b['tps']:.2f}   peak MB C+gc/B {g['peak_mb'] / b['peak_mb']:.2f}")
-    for method in ("lora", "qlora"):
-        if ("C-libc", method) in med:
-            g, c, a, b = med["C-libc", method], med["C", method], med["A", method], med["B", method]
-            lines.append(f"{method}: C on the system malloc (C-libc): tokens/s C/C-libc {c['tps'] / g['tps']:.2f}  "
-                         f"C-libc/A {g['tps'] / a['tps']:.2f}  C-libc/B {g['tps'] / b['tps']:.2f}   peak MB "
-                         f"C/C-libc {c['peak_mb'] / g['peak_mb']:.2f}  C-libc/B {g['peak_mb'] / b['peak_mb']:.2f}")
-    lines.append(f"C: QLoRA time / LoRA time {med['C', 'qlora']['seconds'] / med['C', 'lora']['seconds']:.2f} (wall), "
-                 f"{med['C', 'lora']['tpcs'] / med['C', 'qlora']['tpcs']:.2f} (CPU time)")
+def base_parameters() -> int:
+    """N of the base model (shared embeddings counted once), from its config on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(MODEL))
+    return sum(p.numel() for p in model.parameters())
+
+
+def curve_gap(a: list[float], b: list[float]) -> float | None:
+    """The largest relative gap between two loss curves of the same steps (None when their steps differ)."""
+    if len(a) != len(b) or not a:
+        return None
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b, strict=True) if y)
+
+
+def report(results: dict[tuple[str, str, str], dict[str, Any] | str], peaks: dict[str, float], params: int) -> str:
+    """One table per workload and method, then the studio against the best baseline and issue 18's targets."""
+    lines = []
+    for workload in dict.fromkeys(w for w, _, _ in results):
+        for method in METHODS:
+            rows = {n: r for (w, m, n), r in results.items() if (w, m) == (workload, method)}
+            if not rows:
+                continue
+            lines.append(f"\n{workload}/{method}")
+            lines.append(f"  {'recipe':<8}{'tokens/s':>10}{'tok/CPU-s':>11}{'MFU':>7}"
+                         f"{'peak MB':>9}{'real tok':>10}{'steps':>7}{'mean loss':>11}{'last-3':>9}  malloc")
+            for name, r in rows.items():
+                if isinstance(r, str):
+                    lines.append(f"  {name:<8}{r}")
+                    continue
+                losses = r["losses"]
+                lines.append(f"  {name:<8}{r['tps']:>10.0f}{r['tpcs']:>11.0f}"
+                             f"{mfu(r['tps'], params, peaks['bfloat16']):>7.1%}{r['peak_mb']:>9.0f}{r['tokens']:>10}"
+                             f"{len(losses):>7}{statistics.fmean(losses):>11.4f}{statistics.fmean(losses[-3:]):>9.4f}"
+                             f"  {r['allocator']}")
+            lines.extend(verdict(rows, peaks, params))
     return "\n".join(lines)
+
+
+def verdict(rows: dict[str, dict[str, Any] | str], peaks: dict[str, float], params: int) -> list[str]:
+    """C against the best baseline (the fastest of those that ran) on each of issue 18's targets."""
+    ran = {n: r for n, r in rows.items() if isinstance(r, dict)}
+    baselines = {n: r for n, r in ran.items() if n in BASELINES}
+    if "C" not in ran or not baselines:
+        return []
+    c = ran["C"]
+    best_name, best = max(baselines.items(), key=lambda kv: kv[1]["tps"])
+    speedup, memory = c["tps"] / best["tps"], c["peak_mb"] / best["peak_mb"]
+    least_memory = min(r["peak_mb"] for r in baselines.values())
+    c_mfu = mfu(c["tps"], params, peaks["bfloat16"])
+    out = [f"  C vs best baseline {best_name}: tokens/s {speedup:.2f}x (goal >= {SPEEDUP_GOAL}x: "
+           f"{_met(speedup >= SPEEDUP_GOAL)}); MFU {c_mfu:.1%} of the bf16 peak (goal >= {MFU_GOAL:.0%}: "
+           f"{_met(c_mfu >= MFU_GOAL)}); peak memory {memory:.2f}x {best_name}'s, "
+           f"{c['peak_mb'] / least_memory:.2f}x the least of the baselines' (goal <= {MEMORY_GOAL}x: "
+           f"{_met(c['peak_mb'] <= MEMORY_GOAL * least_memory)})"]
+    c_mean = statistics.fmean(c["losses"])
+    for name, r in baselines.items():
+        gap, mean_gap = curve_gap(c["losses"], r["losses"]), abs(c_mean / statistics.fmean(r["losses"]) - 1)
+        same = f"largest per-step gap {gap:.2%}" if gap is not None else "steps differ (other batches per step)"
+        out.append(f"  loss C vs {name}: mean over the run {mean_gap:.2%} apart; {same}"
+                   + (f" (goal <= {LOSS_GOAL:.0%}: {_met(gap <= LOSS_GOAL)})" if gap is not None else ""))
+    return out
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=3, metavar=("RECIPE", "METHOD", "ROWS"))
-    parser.add_argument("--examples", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=4, help="examples per forward pass")
-    parser.add_argument("--accum", type=int, default=2, help="forward passes per optimiser step")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", default="ABC", help="which recipes to run, e.g. 'BC'")
-    parser.add_argument("--with-checkpointing", action="store_true",
-                        help="also run C with gradient checkpointing on (as A and B have it for QLoRA)")
-    parser.add_argument("--no-ablation", action="store_true", help="skip C-libc (C on the system malloc)")
+    parser.add_argument("--examples", type=int, default=80)
+    parser.add_argument("--workloads", default="qv8,all16", help=f"comma-separated, of {', '.join(WORKLOADS)}")
+    parser.add_argument("--methods", default="lora,qlora")
+    parser.add_argument("--only", default="APTC", help="which recipes to run, of A, B, P, T and C")
+    parser.add_argument("--allocator-ablation", action="store_true",
+                        help="also run C-libc: the studio's trainer on the system malloc")
     args = parser.parse_args()
     if args.child:
-        return child(args.child[0], args.child[1], Path(args.child[2]), args.batch, args.accum)
+        return child(args.child[0], args.child[1], Path(args.child[2]), args.workloads)
     demo_model(MODEL)
+    load = os.getloadavg()
+    peaks = {dtype: matmul_peak_gflops(dtype) for dtype in ("bfloat16", "float32")}
+    params = base_parameters()
+    print(f"matmul peak on {os.cpu_count()} cores: bf16 {peaks['bfloat16']:.0f} GFLOP/s, fp32 "
+          f"{peaks['float32']:.0f} GFLOP/s; base N = {params / 1e6:.1f} M; load average before: "
+          + " ".join(f"{x:.2f}" for x in load), flush=True)
     rows = canonical_rows(Path(tempfile.mkdtemp()) / "alpaca.jsonl", args.examples)
-    results: dict[tuple[str, str], list[dict]] = {}
-    names = [n for n in RECIPES if n in args.only] + (["C+gc"] if args.with_checkpointing else []) \
-        + ([] if args.no_ablation or "C" not in args.only else ["C-libc"])
+    names = [n for n in (*BASELINES, "C") if n in args.only] + (["C-libc"] if args.allocator_ablation else [])
+    results: dict[tuple[str, str, str], dict[str, Any] | str] = {}
     started = time.monotonic()
-    for _ in range(args.repeats):
-        for method in ("lora", "qlora"):
+    for workload in args.workloads.split(","):
+        for method in args.methods.split(","):
             for name in names:
-                results.setdefault((name, method), []).append(measure(name, method, rows, args.batch, args.accum))
-                last = results[name, method][-1]
-                print(f"  {name}/{method}: {last['tps']:.0f} tok/s, {last['tpcs']:.0f} tok/CPU-s, "
-                      f"{last['peak_mb']:.0f} MB", flush=True)
-    print(table(dict(sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])))))
-    print(f"({args.examples} examples, batch {args.batch} x {args.accum} accumulation, {args.repeats} repeats, "
-          f"{time.monotonic() - started:.0f} s)")
+                r = results[workload, method, name] = measure(name, method, rows, workload)
+                print(f"  {workload}/{method}/{name}: " + (r if isinstance(r, str) else
+                      f"{r['tps']:.0f} tok/s, {r['peak_mb']:.0f} MB, {len(r['losses'])} steps"), flush=True)
+    print(report(results, peaks, params))
+    print(f"({args.examples} examples, max length {MAX_LEN}, {time.monotonic() - started:.0f} s; load average after: "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ")")
 
 
 if __name__ == "__main__":

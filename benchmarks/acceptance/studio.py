@@ -29,7 +29,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 # where the trainer reports them.
 MEMORY_FIELDS = ("memory_mb", "gpu_reserved_mb", "gpu_used_mb")
 LOST_AFTER_S = 8  # a killed worker's run is queued again this long after its last heartbeat (the studio's: 30)
-LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}  # training_throughput.py's
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}  # training_throughput.py's all16
 WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green",
          "yellow", "black", "white", "cat", "dog", "bird", "fish", "tree", "water", "fire", "earth", "air", "sun",
          "moon", "star", "sky", "sea", "river", "mountain", "city", "house"]

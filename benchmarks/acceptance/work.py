@@ -4,7 +4,7 @@ an empty device and the orchestrator never holds the GPU):
   python benchmarks/acceptance/work.py prepare  '{…}'   the device (and a timed matmul), the models built, packing
   python benchmarks/acceptance/work.py baseline '{…}'   a plain HF Trainer + PEFT run (the speed comparison)
 
-Each prints one line `RESULT {json}` on stdout. The baseline is benchmarks/training_throughput.py's recipe B
+Each prints one line `RESULT {json}` on stdout. The baseline is benchmarks/throughput_baselines.py's recipe B
 (the blog posts' transformers Trainer + PEFT, dynamic padding; for QLoRA NF4 + double quantisation,
 prepare_model_for_kbit_training and paged 8-bit AdamW on CUDA), here on any model, device and length.
 """
