@@ -75,3 +75,19 @@ def test_a_run_no_gpu_class_can_hold_is_refused_naming_the_field(client, ids, tm
     assert "QLoRA" in error["message"]
     bad = client.post("/api/runs", json=_spec(ids["model"], ids["dataset_id"], "gpu23"))
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "resources.device_class"
+
+
+def test_a_run_on_several_gpus_goes_to_a_gpu_class(client, ids, tmp_path) -> None:
+    model = _model(client, tmp_path, "llama7b", LLAMA_7B)
+    both = client.post("/api/runs", json=_spec(model, ids["dataset_id"], resources={"gpus": 2}))
+    assert both.status_code == 201, both.text
+    assert both.json()["device_class"] in {"gpu24", "gpu32"}  # each GPU holds a whole replica: sized as for one
+    assert both.json()["spec"]["resources"]["gpus"] == 2
+    unknown = client.post("/api/runs", json=_spec(ids["model"], ids["dataset_id"], resources={"gpus": 2}))
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "resources.device_class", unknown.text
+    assert "choose a GPU class" in unknown.json()["error"]["message"]  # "any worker" cannot lend 2 GPUs
+    on_cpu = client.post("/api/runs", json=_spec(ids["model"], ids["dataset_id"],
+                                                 resources={"gpus": 2, "device_class": "cpu"}))
+    assert on_cpu.status_code == 422 and "needs a GPU worker" in on_cpu.text, on_cpu.text
+    too_many = client.post("/api/runs", json=_spec(ids["model"], ids["dataset_id"], resources={"gpus": 9}))
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "resources.gpus", too_many.text

@@ -34,6 +34,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def make_spec(tiny_model: Path, chat_data: Path) -> Callable[..., RunSpec]:
     """A fast spec on the tiny model; keyword sections (training={...}) override the defaults."""
+    return spec_builder(tiny_model, chat_data)
+
+
+def spec_builder(tiny_model: Path, chat_data: Path) -> Callable[..., RunSpec]:
+    """make_spec's builder, for fixtures of a wider scope."""
 
     def build(**overrides: Any) -> RunSpec:
         base = {

@@ -140,3 +140,19 @@ def test_a_job_is_estimated_on_one_gpu_whatever_the_host_has() -> None:
     one, eight = (worker_profile({"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "memory_gb": 80, "bf16": True,
                                   "count": n}) for n in (1, 8))
     assert tokens_per_second(spec(), shape, eight) == tokens_per_second(spec(), shape, one)
+
+
+def test_a_run_on_several_gpus_takes_their_global_batch_and_shares_the_time() -> None:
+    from worker.planning.sizing import plan
+
+    shape = ModelShape.from_config(LLAMA3_8B)
+    h100 = worker_profile({"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "memory_gb": 80, "bf16": True,
+                           "count": 8})
+    steps = {"max_steps": 100, "per_device_batch_size": 2}
+    one, four = (estimate(spec(training=steps, resources={"gpus": n}), shape, h100, None) for n in (1, 4))
+    assert four.tokens == 4 * one.tokens  # max_steps of the global batch
+    assert four.peak_memory_gb == one.peak_memory_gb  # each GPU holds a whole replica
+    assert four.time_s - four.startup_s == pytest.approx(one.time_s - one.startup_s, rel=0.01)  # 4x on 4 GPUs
+    epochs = {"per_device_batch_size": 2, "gradient_accumulation_steps": 2, "num_epochs": 1}
+    assert plan(spec(training=epochs, resources={"gpus": 4}), 1000).steps == 63  # 1000 rows / (2 x 2 x 4)
+    assert plan(spec(training=epochs), 1000).steps == 250

@@ -81,7 +81,7 @@ def test_without_slots_a_child_sees_what_the_worker_sees(monkeypatch, tmp_path: 
 def test_a_job_waits_while_every_gpu_is_lent() -> None:
     pool = GpuSlots(["0"])
     got: list[tuple[str, float]] = []
-    with pool.take() as first:
+    with pool.take() as [first]:
         waiter = threading.Thread(target=lambda: got.append((pool_take(pool), time.monotonic())))
         started = time.monotonic()
         waiter.start()
@@ -92,7 +92,7 @@ def test_a_job_waits_while_every_gpu_is_lent() -> None:
 
 
 def pool_take(pool: GpuSlots) -> str:
-    with pool.take() as gpu:
+    with pool.take() as [gpu]:
         return gpu
 
 
@@ -101,3 +101,48 @@ def test_the_hosts_gpus_and_its_own_restriction() -> None:
     assert host_gpu_ids(2, "2,3") == ["2", "3"]  # CUDA_VISIBLE_DEVICES kept: slots are its entries
     assert GpuSlots.from_env({"LORASTUDIO_GPU_SLOTS": ""}) is None
     assert GpuSlots.from_env({"LORASTUDIO_GPU_SLOTS": "0, 1"}).free == ["0", "1"]
+
+
+class SeesGpus(SeesGpu):
+    """A job on several GPUs (a run's resources.gpus) that says why it could not start."""
+
+    def __init__(self, gpus: int) -> None:
+        super().__init__()
+        self.gpus = gpus
+
+    def prepare_failed(self, exc: Exception) -> str:
+        return f"failed: {exc}"
+
+
+def test_a_job_on_two_gpus_is_lent_two_at_once(slots, tmp_path: Path) -> None:
+    assert JobRunner(tmp_path / "job", "system", 1.0, poll_s=0.05).run(SeesGpus(2)) == "3,5"
+
+
+def test_a_job_on_more_gpus_than_the_worker_has_fails_saying_so(slots, tmp_path: Path) -> None:
+    said = JobRunner(tmp_path / "job", "system", 1.0, poll_s=0.05).run(SeesGpus(3))
+    assert said.startswith("failed: The run asks for 3 GPUs (resources.gpus) but this worker has 2 GPUs"), said
+
+
+def test_a_job_on_two_gpus_fails_on_a_worker_without_gpu_slots(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(gpu_slots.SLOTS_ENV, raising=False)
+    monkeypatch.setattr(gpu_slots, "_read", False)
+    said = JobRunner(tmp_path / "job", "system", 1.0, poll_s=0.05).run(SeesGpus(2))
+    gpu_slots._read = False
+    assert "this worker has no GPU slots" in said and "resources.gpus to at most 1" in said, said
+
+
+def test_a_two_gpu_job_waits_until_two_are_free() -> None:
+    pool = GpuSlots(["0", "1"])
+    got: list[list[str]] = []
+    with pool.take() as [held]:
+        waiter = threading.Thread(target=lambda: got.append(pool_take_two(pool)))
+        waiter.start()
+        time.sleep(0.3)
+        assert got == []  # one of two is free: not enough
+    waiter.join(5)
+    assert got and sorted(got[0]) == ["0", "1"] and held in got[0]
+
+
+def pool_take_two(pool: GpuSlots) -> list[str]:
+    with pool.take(2) as gpus:
+        return gpus

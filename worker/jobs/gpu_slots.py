@@ -3,7 +3,8 @@ its own (CUDA_VISIBLE_DEVICES). Without it every trainer landed on GPU 0, and wi
 Trainer wrapped a non-quantized model in nn.DataParallel, which the chunked loss cannot call through.
 
 `lorastudio worker --device cuda` lists the host's GPUs in LORASTUDIO_GPU_SLOTS (one slot each, a thread each);
-without that variable (a CPU worker, or `auto`) children see whatever the worker sees."""
+without that variable (a CPU worker, or `auto`) children see whatever the worker sees. A run on several GPUs
+(`resources.gpus`, DDP) is lent that many at once, and its torchrun ranks take one each."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from contextlib import contextmanager
 SLOTS_ENV = "LORASTUDIO_GPU_SLOTS"  # "0,1,2,3": the device ids this worker's jobs share out, one each
 
 
+class NotEnoughGpus(Exception):
+    """A job asks for more GPUs than this worker has."""
+
+
 class GpuSlots:
-    """A pool of device ids: take() lends one to a job for as long as its child runs (waiting while all are lent:
-    a worker with more task threads than GPUs)."""
+    """A pool of device ids: take(n) lends n to a job for as long as its child runs (waiting while fewer are free:
+    a worker with more task threads than GPUs, or a multi-GPU job behind single-GPU ones)."""
 
     def __init__(self, ids: list[str]) -> None:
         self.free = list(ids)
@@ -30,16 +35,17 @@ class GpuSlots:
         return cls(ids) if ids else None
 
     @contextmanager
-    def take(self) -> Iterator[str]:
+    def take(self, count: int = 1) -> Iterator[list[str]]:
+        """Lend `count` device ids (at most the pool's size) until the block ends."""
         with self._changed:
-            self._changed.wait_for(lambda: bool(self.free))
-            gpu = self.free.pop(0)
+            self._changed.wait_for(lambda: len(self.free) >= count)
+            gpus, self.free = self.free[:count], self.free[count:]
         try:
-            yield gpu
+            yield gpus
         finally:
             with self._changed:
-                self.free.append(gpu)
-                self._changed.notify()
+                self.free.extend(gpus)
+                self._changed.notify_all()
 
 
 _slots: GpuSlots | None = None
@@ -56,15 +62,27 @@ def worker_slots() -> GpuSlots | None:
         return _slots
 
 
+def check_count(count: int) -> None:
+    """Refuse a job that asks for more GPUs than this worker can ever lend it (before it waits for them)."""
+    slots = worker_slots()
+    have = slots.size if slots is not None else 0
+    if count > 1 and count > have:
+        raise NotEnoughGpus(f"The run asks for {count} GPUs (resources.gpus) but this worker has "
+                            f"{have or 'no GPU slots'}{' GPUs' if have else ''}: set resources.gpus to at most "
+                            f"{max(have, 1)}, or run a worker on a host with {count} GPUs (`lorastudio worker "
+                            "--device cuda`).")
+
+
 @contextmanager
-def one_gpu(env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """env with CUDA_VISIBLE_DEVICES set to a GPU lent for the duration (unchanged without GPU slots)."""
+def lent_gpus(env: dict[str, str], count: int = 1) -> Iterator[dict[str, str]]:
+    """env with CUDA_VISIBLE_DEVICES set to `count` GPUs lent for the duration (unchanged without GPU slots: a
+    one-GPU job there sees what the worker sees). check_count() first."""
     slots = worker_slots()
     if slots is None:
         yield env
         return
-    with slots.take() as gpu:
-        yield {**env, "CUDA_VISIBLE_DEVICES": gpu}
+    with slots.take(count) as gpus:
+        yield {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
 
 
 def host_gpu_ids(device_count: int, visible: str | None) -> list[str]:

@@ -25,11 +25,16 @@ class TrainerFiles:
     inputs: Path
     out: Path
     resume: Path | None
+    processes: int = 1  # the spec's resources.gpus: one trainer process per GPU
 
     def argv(self) -> list[str]:
-        """`python -m worker.trainer SPEC --inputs INPUTS --out OUT [--resume CHECKPOINT]`."""
-        argv = module_argv("worker.trainer", self.spec, "--inputs", self.inputs, "--out", self.out)
-        return argv + ["--resume", str(self.resume)] if self.resume else argv
+        """`python -m worker.trainer SPEC --inputs INPUTS --out OUT [--resume CHECKPOINT]`; on several GPUs the same
+        arguments through `python -m worker.trainer.launch --processes N` (torchrun)."""
+        resume = ["--resume", self.resume] if self.resume else []
+        args = [self.spec, "--inputs", self.inputs, "--out", self.out, *resume]
+        if self.processes > 1:
+            return module_argv("worker.trainer.launch", "--processes", str(self.processes), *args)
+        return module_argv("worker.trainer", *args)
 
 
 def resolve(run: Run, spec: RunSpec, dataset: Dataset, model: BaseModelEntry, data_path: Path) -> TrainingInputs:
@@ -58,9 +63,9 @@ def export_training_inputs(session: Session, run_id: int, workdir: Path) -> Trai
     canonical_id, _ = dataset_service.canonical_blob_ids(session, dataset)
     data = blobs.export_to_file(session, canonical_id, workdir / "data.jsonl")
     resume = checkpoints.export(session, run_id, workdir / "resume")
-    files = TrainerFiles(spec=workdir / "spec.json", inputs=workdir / "inputs.json", out=workdir / "out",
-                         resume=resume)
     spec = RunSpec.model_validate(run.spec)
+    files = TrainerFiles(spec=workdir / "spec.json", inputs=workdir / "inputs.json", out=workdir / "out",
+                         resume=resume, processes=spec.resources.gpus)
     files.spec.write_text(spec.model_dump_json(), encoding="utf-8")
     files.inputs.write_text(resolve(run, spec, dataset, model, data).model_dump_json(), encoding="utf-8")
     return files

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from worker.jobs import workdir as folders
 from worker.jobs.child import ChildProcess, child_env
-from worker.jobs.gpu_slots import one_gpu
+from worker.jobs.gpu_slots import check_count, lent_gpus
 from worker.planning.reports import Report
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,13 @@ class JobRunner:
             try:
                 env = child_env(os.environ, self.allocator, parent_pid=os.getpid())  # a missing allocator fails here
                 argv = job.prepare(self.workdir)
+                # How many GPUs the job's child needs at once (a training run's resources.gpus; 1 for the rest).
+                gpus = getattr(job, "gpus", 1)
+                check_count(gpus)
             except Exception as exc:  # whatever went wrong must not leave the job "running"
                 log.exception("preparing job in %s failed", self.workdir)
                 return job.prepare_failed(exc)
-            with one_gpu(env) as env:  # on a multi-GPU worker: this job's own GPU, for as long as its child runs
+            with lent_gpus(env, gpus) as env:  # on a GPU worker: this job's own GPUs, for as long as its child runs
                 child = ChildProcess(argv, env, stderr=self.workdir / "child.log").start()
                 self.supervise(child, job)
             return job.conclude(child, self.workdir)

@@ -27,10 +27,12 @@ class TrainingJob:
     def __init__(self, res: Resources, claim: run_service.Claim, heartbeat: Heartbeat, workdir: Path) -> None:
         self.res, self.claim, self.heartbeat = res, claim, heartbeat
         self.recorder = RunRecorder(res, heartbeat, workdir)
+        self.gpus = 1  # the runner lends this many GPUs to the child (the spec's resources.gpus, once prepared)
 
     def prepare(self, workdir: Path) -> list[str]:
         with session_scope(self.res.session_factory) as session:
             files = export_training_inputs(session, self.heartbeat.run_id, workdir)
+        self.gpus = files.processes
         self.recorder.publish_status()
         return files.argv()
 

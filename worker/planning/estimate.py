@@ -272,10 +272,12 @@ def time_range(seconds: float, method: str, device: DeviceProfile) -> tuple[floa
 
 
 def run_tokens(spec: RunSpec, dataset_tokens: int | None) -> int | None:
-    """Tokens the run will process: max_steps × batch × accumulation × sequence, or the training split × epochs."""
+    """Tokens the run will process: max_steps × batch × accumulation × GPUs × sequence, or the training split ×
+    epochs."""
     t = spec.training
     if t.max_steps > 0:  # an upper bound: rows shorter than max_seq_length are padded only to the batch's longest
-        return t.max_steps * t.per_device_batch_size * t.gradient_accumulation_steps * spec.data.max_seq_length
+        return (t.max_steps * t.per_device_batch_size * t.gradient_accumulation_steps * spec.resources.gpus
+                * spec.data.max_seq_length)
     if dataset_tokens is None:
         return None
     return int(dataset_tokens * (1 - spec.data.eval_fraction) * t.num_epochs)
@@ -294,7 +296,9 @@ def _measure(spec: RunSpec, arch: ModelShape, device: DeviceProfile, dataset_tok
     speed, tokens = tokens_per_second(spec, arch, device), run_tokens(spec, dataset_tokens)
     trainable, total = lora_params(spec, arch), arch.total_params()
     startup = startup_seconds(spec, arch, device)
-    seconds = startup + tokens / speed if tokens is not None else None
+    # Several GPUs (DDP on one host) share the tokens; only the LoRA weights' gradients cross between them, a few MB
+    # a step, so the scaling is taken as linear.
+    seconds = startup + tokens / (speed * spec.resources.gpus) if tokens is not None else None
     low, high = time_range(seconds, spec.method, device) if seconds is not None else (None, None)
     return Estimate(available=True, device=asdict(device), peak_memory_gb=peak, breakdown=breakdown,
                     usable_memory_gb=usable, fits=peak <= usable, tokens=tokens, tokens_per_second=round(speed, 1),

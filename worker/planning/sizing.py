@@ -61,7 +61,7 @@ def plan(spec: RunSpec, rows: int) -> Plan:
     """The optimizer steps `spec` takes on `rows` examples (max_steps where set, else epochs × steps per epoch)."""
     t = spec.training
     train_rows = max(0, rows - eval_count(rows, spec.data.eval_fraction))
-    per_step = t.per_device_batch_size * t.gradient_accumulation_steps
+    per_step = t.per_device_batch_size * t.gradient_accumulation_steps * spec.resources.gpus  # the global batch
     steps_per_epoch = max(1, math.ceil(train_rows / per_step)) if train_rows else 0
     if t.max_steps > 0:
         steps = t.max_steps

@@ -259,6 +259,7 @@ class TrainingSpec(_Section):
     )
 
 
+MAX_GPUS = 8  # GPUs of one host a run may train on at once (DDP); one node, never several
 MAX_SAMPLE_PROMPTS = 16  # prompts sampled at each evaluation (each one a generation)
 MAX_SAMPLE_TOKENS = 512  # new tokens per sampled answer
 MAX_SAMPLE_TEXT = 2000  # characters of a prompt or an expected answer given in the spec
@@ -275,10 +276,24 @@ class ResourcesSpec(_Section):
         "(at least that many GB).",
     )
 
+    gpus: int = Field(
+        1, ge=1, le=MAX_GPUS,
+        description="GPUs of one host the run trains on at once (data parallel: each takes per_device_batch_size "
+        "examples a step, so the effective batch is gpus x per_device_batch_size x gradient_accumulation_steps). "
+        "Above 1 it needs a GPU worker with at least that many GPUs.",
+    )
+
     @field_validator("device_class")
     @classmethod
     def _known_class(cls, value: str) -> str:
         return device_classes.check_choice(value)
+
+    @model_validator(mode="after")
+    def _gpus_need_a_gpu(self) -> ResourcesSpec:
+        if self.gpus > 1 and self.device_class == device_classes.CPU:
+            raise ValueError(f"gpus is {self.gpus}, but device_class is cpu: a run on several GPUs needs a GPU "
+                             "worker (set device_class to auto, gpu or a GPU size, or gpus to 1)")
+        return self
 
 
 class SamplePrompt(_Section):

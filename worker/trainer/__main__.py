@@ -18,8 +18,9 @@ from typing import TextIO
 from worker.planning.inputs import TrainingInputs
 from worker.planning.reports import PARENT_PID_ENV, Error, Log
 from worker.planning.spec import RunSpec
+from worker.trainer import distributed
 from worker.trainer.errors import TrainerError
-from worker.trainer.sinks import JsonLinesSink
+from worker.trainer.sinks import JsonLinesSink, NullSink
 
 
 def claim_stdout() -> TextIO:
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="TrainingInputs as JSON (default: the spec's own model and data.path)")
     args = parser.parse_args(argv)
     die_with_parent()
-    sink = JsonLinesSink(claim_stdout())
+    events = JsonLinesSink(claim_stdout())
+    # Under DDP (worker.trainer.launch) rank 0 reports for the run; any rank's failure is reported (below).
+    sink = events if distributed.is_main() else NullSink()
     # The first event, before the heavy imports: queue latency is measured to here (benchmarks/queue_latency.py).
     sink.emit(Log(message=f"trainer process started (pid {os.getpid()})", at=round(time.time(), 3)))
     stop = threading.Event()
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = TrainingInputs.model_validate_json(args.inputs.read_text()) if args.inputs else None
         train(spec, args.out, sink, stop.is_set, resume_from=args.resume, inputs=inputs)
     except Exception as exc:
-        sink.emit(Error(**_error_fields(exc)))
+        events.emit(Error(**_error_fields(exc)))
         return 1
     return 0
 

@@ -11,6 +11,7 @@ import torch
 from transformers import TrainerCallback
 
 from worker.planning.reports import Metric, Started
+from worker.trainer import distributed
 from worker.trainer.sinks import ReportSink
 
 # Names in the Trainer's logs → names in our Metric reports.
@@ -94,7 +95,8 @@ class StopCallback(TrainerCallback):
         self.stopped = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.stopped or self.should_stop():
+        # Under DDP every rank stops at the same step (a rank that went on would wait for the others for ever).
+        if distributed.any_rank(self.stopped or self.should_stop()):
             self.stopped = True
             control.should_training_stop = True
             # A stop skips the evaluation this step (or the epoch's end) would start: a person who pressed Stop

@@ -27,7 +27,7 @@ from transformers.trainer_callback import ExportableState
 from worker.planning import manifest
 from worker.planning.manifest import MANIFEST
 from worker.planning.reports import Checkpoint as CheckpointReport
-from worker.trainer import state_codec
+from worker.trainer import distributed, state_codec
 from worker.trainer.errors import TrainerError
 from worker.trainer.sinks import ReportSink
 
@@ -37,12 +37,17 @@ KEEP_LOCAL = 2  # on disk; the studio keeps its own copy of the newest in the da
 # What must match between the run that wrote a checkpoint and the one resuming from it: else the data order
 # differs, or the optimizer state is another optimizer's (a QLoRA run's paged 8-bit AdamW on CUDA, say).
 POSITION_KEYS = ("train_examples", "batch_size", "gradient_accumulation_steps", "max_steps", "num_epochs", "seed",
-                 "optimizer")
+                 "optimizer", "processes")
 
 
 def folder_name(step: int) -> str:
     """The checkpoint folder of a step: step-000040 (sorts by step)."""
     return f"step-{step:06d}"
+
+
+def rng_name(rank: int) -> str:
+    """The file name (before .json) of one rank's RNG state: "rng" for rank 0, as a one-process run writes it."""
+    return "rng" if rank == 0 else f"rng-rank{rank}"
 
 
 def rng_state() -> dict[str, Any]:
@@ -134,26 +139,34 @@ class SafeCheckpoints:
     def data_position(self) -> dict[str, Any]:
         """What fixes the order of the batches: with the step, where in which epoch training is."""
         args = self.args
-        return {"step": int(self.state.global_step), "epoch": self.state.epoch,
-                "train_examples": len(self.train_dataset), "batch_size": self._train_batch_size,
-                "gradient_accumulation_steps": args.gradient_accumulation_steps, "max_steps": args.max_steps,
-                "num_epochs": args.num_train_epochs, "seed": args.seed,
-                "optimizer": getattr(args.optim, "value", args.optim)}
+        position = {"step": int(self.state.global_step), "epoch": self.state.epoch,
+                    "train_examples": len(self.train_dataset), "batch_size": self._train_batch_size,
+                    "gradient_accumulation_steps": args.gradient_accumulation_steps, "max_steps": args.max_steps,
+                    "num_epochs": args.num_train_epochs, "seed": args.seed,
+                    "optimizer": getattr(args.optim, "value", args.optim)}
+        if distributed.world_size() > 1:  # each rank reads its own share of every batch: the count fixes the order
+            position["processes"] = distributed.world_size()
+        return position
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         state = self.state
         if state.global_step >= state.max_steps:
             return  # the adapter is saved right after the last step; a checkpoint there would only cost time
-        self.store_flos()
-        root = Path(self.args.output_dir)
-        try:
-            write(root, state.global_step, self._write_state, self.data_position())
-        except TrainerError:
-            raise
-        except Exception as exc:  # a full disk, a lost mount: the run ends with the reason, earlier ones stay
-            raise TrainerError("checkpoint_save_failed", f"Could not write the checkpoint of step "
-                               f"{state.global_step} under {root}: {exc}") from exc
-        prune(root)
+        self.store_flos()  # a collective under DDP: every rank calls it
+        # Every rank's generators (dropout masks differ per rank), gathered to rank 0, which alone writes the folder;
+        # the others wait for it, so no rank runs ahead into the next steps while the checkpoint is incomplete.
+        self._rng_states = distributed.gather_to_main(rng_state())
+        if distributed.is_main():
+            root = Path(self.args.output_dir)
+            try:
+                write(root, state.global_step, self._write_state, self.data_position())
+            except TrainerError:
+                raise
+            except Exception as exc:  # a full disk, a lost mount: the run ends with the reason, earlier ones stay
+                raise TrainerError("checkpoint_save_failed", f"Could not write the checkpoint of step "
+                                   f"{state.global_step} under {root}: {exc}") from exc
+            prune(root)
+        distributed.barrier()
 
     def _write_state(self, folder: Path) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)
@@ -162,7 +175,8 @@ class SafeCheckpoints:
         state_codec.save(self.lr_scheduler.state_dict(), folder, "scheduler")
         if getattr(self.accelerator, "scaler", None) is not None:
             state_codec.save(self.accelerator.scaler.state_dict(), folder, "scaler")
-        state_codec.save(rng_state(), folder, "rng")
+        for rank, rng in enumerate(getattr(self, "_rng_states", None) or [rng_state()]):
+            state_codec.save(rng, folder, rng_name(rank))
         # As Trainer._save_checkpoint does: stateful callbacks (and the control flags) travel in the state.
         for callback in [*self.callback_handler.callbacks, self.control]:
             if isinstance(callback, ExportableState):
@@ -189,8 +203,13 @@ class SafeCheckpoints:
             self.accelerator.scaler.load_state_dict(state_codec.load(Path(checkpoint), "scaler"))
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
-        if checkpoint is not None:
-            restore_rng(state_codec.load(Path(checkpoint), "rng"))
+        if checkpoint is None:
+            return
+        name = rng_name(distributed.rank())
+        if not (Path(checkpoint) / f"{name}.json").is_file():  # the position check refuses this first; kept safe
+            raise TrainerError("checkpoint_mismatch", f"The checkpoint has no random state for process "
+                               f"{distributed.rank()}: it was written by a run on fewer processes.")
+        restore_rng(state_codec.load(Path(checkpoint), name))
 
 
 class CheckpointEvents(TrainerCallback):

@@ -11,6 +11,7 @@ from worker.planning.allocator import INSTALL_HINT, active_allocator
 from worker.planning.inputs import TrainingInputs
 from worker.planning.reports import FinalNumbers, Finished, Log
 from worker.planning.spec import RunSpec
+from worker.trainer import distributed
 from worker.trainer.artifacts import library_versions, save_adapter
 from worker.trainer.callbacks import MetricsCallback, StopCallback
 from worker.trainer.checkpoint import CheckpointEvents, SafeCheckpoints
@@ -21,7 +22,7 @@ from worker.trainer.loss import LabelledLossTrainer
 from worker.trainer.model import load_model, optimizer_name, pick_device, precision, settle_choices, supports_bf16
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
 from worker.trainer.samples import sampling
-from worker.trainer.sinks import ReportSink
+from worker.trainer.sinks import NullSink, ReportSink
 from worker.trainer.tokenizers import load_tokenizer
 
 
@@ -64,6 +65,8 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
         logging_nan_inf_filter=False,
         # Both collators give an attention_mask of the real tokens, so tokens_seen never counts padding.
         include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        # Several processes (resources.gpus, launched by torchrun): every trainable weight takes part in each step.
+        ddp_backend=distributed.ddp_backend(device), ddp_find_unused_parameters=False,
     )
 
 
@@ -109,6 +112,10 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     inputs = inputs or TrainingInputs.from_spec(spec)
     from transformers import PrinterCallback, set_seed
 
+    # Under DDP (resources.gpus > 1) rank 0 alone reports, samples and saves; the others only train with it.
+    main = distributed.is_main()
+    sink = sink if main else NullSink()
+
     out_dir, device = Path(out_dir), pick_device()
     set_seed(spec.training.seed)
     # Its "auto" choices fixed once (spec.yaml and the model card keep the spec as given).
@@ -119,7 +126,8 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     data = run_data(spec, tokenizer, sink, inputs.data_path)
     train_set, eval_set = data.train, data.eval
     stop = StopCallback(should_stop)
-    samples = sampling(spec, tokenizer, data.kind, data.held_out, sink, lambda: stop.stopped, supports_bf16(device))
+    samples = sampling(spec, tokenizer, data.kind, data.held_out, sink, lambda: stop.stopped,
+                       supports_bf16(device)) if main else None
     sink.emit(Log(message=f"loading model ({spec.method}) on {device}"))
     model = load_model(settled, device, vocab_size=len(tokenizer), inputs=inputs)
     trainable, total = parameter_counts(model)
@@ -149,7 +157,7 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     if samples:
         samples.finish(model, int(trainer.state.global_step), should_stop)
     final = _final(trainer, metrics)
-    adapter_dir = save_adapter(model, tokenizer, spec, inputs, out_dir, final)
+    adapter_dir = save_adapter(model, tokenizer, spec, inputs, out_dir, final) if main else out_dir / "adapter"
     status = "cancelled" if stop.stopped else "succeeded"
     sink.emit(Finished(status=status, final=final))
     return RunResult(status=status, adapter_dir=adapter_dir, **final.model_dump())

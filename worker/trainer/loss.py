@@ -12,6 +12,7 @@ import contextlib
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutput
 
@@ -163,5 +164,28 @@ class LabelledLossTrainer(Trainer):
         # The decoder is called directly, past the autocast that accelerate wraps around model.forward.
         autocast = self.accelerator.autocast() if self.accelerator.native_amp else contextlib.nullcontext()
         with autocast:
-            loss, outputs = causal_lm_loss(model, inputs, num_items_in_batch)
+            if isinstance(model, DistributedDataParallel):
+                loss, outputs = loss_through_ddp(model, inputs, num_items_in_batch)
+            else:
+                loss, outputs = causal_lm_loss(model, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch:
+            # As Trainer.compute_loss does: num_items_in_batch counts every rank's tokens and DDP averages the
+            # ranks' gradients, so each rank's share is scaled back up (without it a run on 2 processes logged,
+            # and stepped on, half its loss). 1 on one process.
+            loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+
+def loss_through_ddp(ddp: DistributedDataParallel, inputs: dict, num_items: Any) -> tuple[torch.Tensor, Any]:
+    """causal_lm_loss computed inside the DDP wrapper's forward.
+
+    DDP all-reduces gradients only for a backward that follows a forward through the wrapper (its forward arms
+    the reducer's hooks); the chunked loss calls the decoder directly, which would skip it and leave every rank
+    with its own gradients. So for this one call the wrapped model's forward is the whole loss.
+    """
+    inner = ddp.module
+    inner.forward = lambda **batch: causal_lm_loss(inner, batch, num_items)  # shadows the class's forward
+    try:
+        return ddp(**inputs)
+    finally:
+        del inner.forward

@@ -11,6 +11,7 @@ import torch
 from worker.planning.device_profiles import cpu_has_native_bf16
 from worker.planning.inputs import TrainingInputs
 from worker.planning.spec import CUDA_ONLY_OPTIMIZERS, RunSpec
+from worker.trainer import distributed
 from worker.trainer.dropout import use_lean_dropout
 from worker.trainer.errors import TrainerError
 from worker.trainer.tokenizers import source_kwargs
@@ -183,6 +184,7 @@ def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
     from transformers import AutoModelForCausalLM
 
     kwargs = source_kwargs(spec, inputs)
+    target = distributed.rank_device(device)  # under DDP each rank's own GPU
     if not inputs.gguf_file:
         # Never unpickle weights: .bin/.pt files can run code when loaded. (GGUF holds no pickles.)
         kwargs["use_safetensors"] = True
@@ -192,18 +194,18 @@ def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
         if device != "cpu":
             # On the CPU the model loads in place; a device_map there only adds accelerate's dispatch
             # bookkeeping and kept ~0.3 GB more resident in the benchmark.
-            kwargs["device_map"] = {"": device}
+            kwargs["device_map"] = {"": target}
     else:
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision(device))
         kwargs["dtype"] = half if device == "cuda" and half else torch.float32
         if device == "cuda":  # straight onto the GPU: not the whole base in host memory first, then copied
-            kwargs["device_map"] = {"": device}
+            kwargs["device_map"] = {"": target}
     model = AutoModelForCausalLM.from_pretrained(inputs.model_ref, **kwargs)
     if spec.method == "qlora":
         return model
     if device == "cpu" and supports_bf16(device):
         bf16_block_linears(model)
-    return model.to(device)
+    return model.to(target)
 
 
 def bf16_block_linears(model: torch.nn.Module) -> int:

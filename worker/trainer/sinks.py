@@ -28,6 +28,13 @@ class JsonLinesSink:
             self._stream.flush()
 
 
+class NullSink:
+    """Drops every report: the sink of a DDP rank other than 0, whose reports would repeat rank 0's."""
+
+    def emit(self, report: Report) -> None:
+        pass
+
+
 class ListSink:
     """Keeps reports in memory (tests, benchmarks); `events` holds them as the dicts their JSON lines decode to."""
 

@@ -25,6 +25,8 @@ def route_run(session: Session, spec: RunSpec, workers: list[dict[str, Any]] | N
     """The device class spec's run is routed to (None: any training worker); a 422 naming resources.device_class
     when no class can take it."""
     choice = spec.resources.device_class
+    if spec.resources.gpus > 1 and choice in ("auto", "any"):
+        choice = "gpu"  # several GPUs at once: only a GPU worker can lend them
     shape, _why = model_shape(session, spec.model.base_model) if choice in ("auto", "gpu") else (None, None)
     peak = sum(memory_breakdown(spec, shape, SIZING_GPU).values()) if shape is not None else None
     try:
