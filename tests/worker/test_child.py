@@ -57,6 +57,8 @@ def test_env_and_argv() -> None:
     env = child_env({"LD_PRELOAD": "/x.so", "PATH": "/bin"}, "system", parent_pid=42)
     assert env[PARENT_PID_ENV] == "42" and env["PYTHONUNBUFFERED"] == "1" and env["LD_PRELOAD"] == "/x.so"
     assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"  # packed shapes change every step
+    in_a_job = child_env({"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29500", "PATH": "/bin"}, "system")
+    assert not {"RANK", "WORLD_SIZE", "MASTER_PORT"} & set(in_a_job)  # a trainer alone is rank 0 of 1
     own = child_env({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}, "system")
     assert own["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"  # a host's own setting is kept
     argv = module_argv("worker.trainer", Path("/a/spec.json"), "--out", Path("/b"))

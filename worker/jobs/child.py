@@ -20,6 +20,7 @@ from worker.planning.reports import PARENT_PID_ENV, NotAReport, Report, parse
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 _DONE = object()
+DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def module_argv(module: str, *args: str | Path) -> list[str]:
@@ -31,6 +32,10 @@ def child_env(base: Mapping[str, str], allocator: str, parent_pid: int | None = 
     """The child's environment: the chosen heap allocator preloaded, unbuffered output, and (when supervised)
     the parent's pid, so the child dies with it. Raises AllocatorMissing for an allocator that is not installed."""
     env = {**trainer_env(base, allocator), "PYTHONUNBUFFERED": "1"}
+    # A worker running inside a distributed job's pod (a PyTorchJob sets RANK, WORLD_SIZE, …) must not hand that to
+    # its trainers: one would take itself for rank 1 of 2 and stay silent. torchrun sets them for its own ranks.
+    for key in DISTRIBUTED_ENV:
+        env.pop(key, None)
     # Packed batches change shape every step: without expandable segments PyTorch's CUDA caching allocator
     # fragments into blocks of each shape and reserves far more than it uses (ignored on the CPU).
     env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
