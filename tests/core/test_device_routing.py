@@ -40,6 +40,14 @@ def test_a_worker_belongs_to_the_largest_rung_its_memory_reaches(kind: str, gb: 
     assert dc.worker_class(kind, gb) == expected
 
 
+def test_a_host_of_mixed_gpus_is_described_by_its_smallest() -> None:
+    from worker.trainer.device import gpu_summary
+
+    assert gpu_summary([("NVIDIA A10", 22.0), ("NVIDIA A100-SXM4-80GB", 79.2)]) == (
+        "NVIDIA A10 + NVIDIA A100-SXM4-80GB", 22.0)  # a job may land on either: it must fit the A10
+    assert gpu_summary([("NVIDIA H100 80GB HBM3", 79.19)] * 8) == ("NVIDIA H100 80GB HBM3", 79.2)
+
+
 def test_the_class_of_a_described_device_reads_its_memory_in_gib() -> None:
     # worker.trainer.device reports GiB: an H100's 79.2 GiB is 85 GB.
     assert dc.class_of({"kind": "cuda", "memory_gb": 79.2}) == "gpu80"
