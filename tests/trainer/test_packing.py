@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from worker.trainer.data import IGNORE_INDEX, PaddingCollator
 from worker.trainer.loss import model_inputs
+from worker.trainer.model import attention_implementation, varlen_attention
 from worker.trainer.packing import PackingCollator, first_fit_decreasing
 
 
@@ -52,6 +53,28 @@ def test_packed_and_padded_losses_and_gradients_match(tiny_model: Path) -> None:
     grads_packed = torch.autograd.grad(packed, model.model.embed_tokens.weight)[0]
     torch.testing.assert_close(packed, padded, rtol=1e-5, atol=0)
     torch.testing.assert_close(grads_packed, grads_padded, rtol=1e-4, atol=1e-6)
+
+
+def test_a_flattened_batch_matches_padded_ones(tiny_model: Path) -> None:
+    """The layout FlashAttention-2's varlen kernel gets (the whole batch in one row, spans from the restarting
+    position_ids), checked here under sdpa, which reads one packed row the same way (FA2 itself needs a GPU)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = _model(tiny_model)
+    examples = _examples(tokenizer, TEXTS)
+    padded = _loss_sum(model, PaddingCollator(tokenizer.pad_token_id)(examples))
+    grads_padded = torch.autograd.grad(padded, model.model.embed_tokens.weight)[0]
+    batch = PackingCollator(20, tokenizer.pad_token_id, flatten=True)(examples)
+    assert batch["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in examples))  # no cap, no padding
+    assert batch["attention_mask"].all()
+    flat = _loss_sum(model, batch)
+    grads_flat = torch.autograd.grad(flat, model.model.embed_tokens.weight)[0]
+    torch.testing.assert_close(flat, padded, rtol=1e-5, atol=0)
+    torch.testing.assert_close(grads_flat, grads_padded, rtol=1e-4, atol=1e-6)
+
+
+def test_flash_attention_is_chosen_only_where_it_can_run(tiny_model: Path) -> None:
+    assert attention_implementation("cpu") is None  # and on a GPU only with flash_attn installed, in bf16/fp16
+    assert not varlen_attention(_model(tiny_model))
 
 
 def test_packing_without_boundary_masks_would_differ(tiny_model: Path) -> None:

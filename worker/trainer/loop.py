@@ -19,7 +19,15 @@ from worker.trainer.data import PaddingCollator, run_data
 from worker.trainer.errors import TrainerError
 from worker.trainer.guard import DivergenceGuard
 from worker.trainer.loss import LabelledLossTrainer
-from worker.trainer.model import load_model, optimizer_name, pick_device, precision, settle_choices, supports_bf16
+from worker.trainer.model import (
+    load_model,
+    optimizer_name,
+    pick_device,
+    precision,
+    settle_choices,
+    supports_bf16,
+    varlen_attention,
+)
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
 from worker.trainer.samples import sampling
 from worker.trainer.sinks import NullSink, ReportSink
@@ -70,14 +78,15 @@ def training_arguments(spec: RunSpec, out_dir: Path, device: str, has_eval: bool
     )
 
 
-def collator(spec: RunSpec, tokenizer: Any, break_even: float = DEFAULT_BREAK_EVEN) -> Any:
+def collator(spec: RunSpec, tokenizer: Any, break_even: float = DEFAULT_BREAK_EVEN, varlen: bool = False) -> Any:
     """Packing into rows of at most max_seq_length, or dynamic padding to the longest example of the batch.
 
     break_even: the row length at which the model's attention costs as much as its linear layers
-    (packing.attention_break_even), used to pick each packed batch's row width.
+    (packing.attention_break_even), used to pick each packed batch's row width. varlen: the model's attention
+    is FlashAttention-2's varlen kernel, so a packed batch is one flattened row (PackingCollator).
     """
     if spec.data.packing:
-        return PackingCollator(spec.data.max_seq_length, tokenizer.pad_token_id, break_even)
+        return PackingCollator(spec.data.max_seq_length, tokenizer.pad_token_id, break_even, flatten=varlen)
     return PaddingCollator(tokenizer.pad_token_id)
 
 
@@ -130,6 +139,8 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
                        supports_bf16(device)) if main else None
     sink.emit(Log(message=f"loading model ({spec.method}) on {device}"))
     model = load_model(settled, device, vocab_size=len(tokenizer), inputs=inputs)
+    if varlen_attention(model):
+        sink.emit(Log(message="attention: FlashAttention-2 (varlen), each packed batch flattened into one row"))
     trainable, total = parameter_counts(model)
     break_even = attention_break_even(total, model.config.num_hidden_layers, model.config.hidden_size)
     allocator = active_allocator()
@@ -142,7 +153,7 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     guard = DivergenceGuard(spec.training.divergence_factor)
     trainer = StudioTrainer(
         model=model, args=training_arguments(settled, out_dir, device, bool(eval_set)), train_dataset=train_set,
-        eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, break_even),
+        eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, break_even, varlen_attention(model)),
         # Samples first: the base model's answers come before the throughput clock of `metrics` starts.
         processing_class=tokenizer,
         callbacks=[*([samples] if samples else []), metrics, stop, guard, CheckpointEvents(sink)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,8 @@ def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
         # Never unpickle weights: .bin/.pt files can run code when loaded. (GGUF holds no pickles.)
         kwargs["use_safetensors"] = True
         _require_safetensors(inputs.model_ref)
+    if (attention := attention_implementation(device)) is not None:
+        kwargs["attn_implementation"] = attention
     if spec.method == "qlora":
         kwargs["quantization_config"] = quantization_config(spec, device)
         if device != "cpu":
@@ -206,6 +209,19 @@ def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
     if device == "cpu" and supports_bf16(device):
         bf16_block_linears(model)
     return model.to(target)
+
+
+def attention_implementation(device: str) -> str | None:
+    """FlashAttention-2 where it is installed and can run (a CUDA GPU training in bf16 or fp16): packed rows then go
+    through its varlen kernel, with no O(L²) mask; else None, transformers' default (sdpa)."""
+    if device != "cuda" or precision(device) not in ("bf16", "fp16"):
+        return None
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else None
+
+
+def varlen_attention(model: Any) -> bool:
+    """Whether the model attends with FlashAttention-2 (its packed batches must be one flattened row)."""
+    return getattr(model.config, "_attn_implementation", None) == "flash_attention_2"
 
 
 def bf16_block_linears(model: torch.nn.Module) -> int:

@@ -75,15 +75,25 @@ class PackingCollator:
     `attention_mask` marks the real tokens for the Trainer's tokens-seen count only: the loss
     (loss.model_inputs) drops it before the forward pass, as an attention_mask would switch off the
     packed-sequence detection. EOS may share the pad id, so the count cannot come from the ids.
+
+    `flatten` (for FlashAttention-2, model.varlen_attention): the whole batch in one row, no padding. The varlen
+    kernel takes each example's span from the restarting position_ids, which transformers reads as packing only
+    in a batch of one row; rows of several would let examples attend to each other. Its cost is linear in the
+    row's length, so the max_length cap on rows is not needed there.
     """
 
-    def __init__(self, max_length: int, pad_token_id: int = 0, break_even: float = DEFAULT_BREAK_EVEN) -> None:
+    def __init__(self, max_length: int, pad_token_id: int = 0, break_even: float = DEFAULT_BREAK_EVEN,
+                 flatten: bool = False) -> None:
         self.max_length = max_length
         self.pad_token_id = pad_token_id
         self.break_even = break_even  # see attention_break_even
+        self.flatten = flatten
 
     def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor | bool]:
-        rows = cheapest_rows([len(e["input_ids"]) for e in batch], self.max_length, self.break_even)
+        if self.flatten:
+            rows = [list(range(len(batch)))]
+        else:
+            rows = cheapest_rows([len(e["input_ids"]) for e in batch], self.max_length, self.break_even)
         packed = [self._row([batch[i] for i in row]) for row in rows]
         width = max(len(r["input_ids"]) for r in packed)
         out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": [], "attention_mask": []}
