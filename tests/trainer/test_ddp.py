@@ -110,10 +110,11 @@ def test_each_rank_resumes_its_own_random_state(tmp_path: Path, monkeypatch) -> 
         SafeCheckpoints._load_rng_state(None, str(tmp_path))
 
 
-def test_the_loss_curve_matches_one_process_on_the_same_global_batch(make_spec_module, tmp_path) -> None:
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_the_loss_curve_matches_one_process_on_the_same_global_batch(make_spec_module, tmp_path, method) -> None:
     sizes = {"max_steps": STEPS, "gradient_accumulation_steps": ACCUM}
-    two = make_spec_module(resources={"gpus": 2}, training={**sizes, "per_device_batch_size": 2})
-    one = make_spec_module(training={**sizes, "per_device_batch_size": 4})
+    two = make_spec_module(method=method, resources={"gpus": 2}, training={**sizes, "per_device_batch_size": 2})
+    one = make_spec_module(method=method, training={**sizes, "per_device_batch_size": 4})
     ddp, single = _losses(_run(two, tmp_path / "two", 2)), _losses(_run(one, tmp_path / "one", 1))
     assert sorted(ddp) == sorted(single) == list(range(1, STEPS + 1))
     gaps = {step: abs(ddp[step] - single[step]) / single[step] for step in single}
