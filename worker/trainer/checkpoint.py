@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +154,15 @@ class SafeCheckpoints:
         if state.global_step >= state.max_steps:
             return  # the adapter is saved right after the last step; a checkpoint there would only cost time
         self.store_flos()  # a collective under DDP: every rank calls it
-        # Every rank's generators (dropout masks differ per rank), gathered to rank 0, which alone writes the folder;
-        # the others wait for it, so no rank runs ahead into the next steps while the checkpoint is incomplete.
-        self._rng_states = distributed.gather_to_main(rng_state())
+        # Every rank's generators (they part once a rank draws more than the others: rank 0 alone samples), gathered
+        # to rank 0, which alone writes the folder; the others wait for it, so no rank runs ahead into the next
+        # steps while the checkpoint is incomplete.
+        rng_states = distributed.gather_to_main(rng_state())
         if distributed.is_main():
             root = Path(self.args.output_dir)
             try:
-                write(root, state.global_step, self._write_state, self.data_position())
+                write(root, state.global_step, partial(self._write_state, rng_states=rng_states),
+                      self.data_position())
             except TrainerError:
                 raise
             except Exception as exc:  # a full disk, a lost mount: the run ends with the reason, earlier ones stay
@@ -168,14 +171,14 @@ class SafeCheckpoints:
             prune(root)
         distributed.barrier()
 
-    def _write_state(self, folder: Path) -> None:
+    def _write_state(self, folder: Path, rng_states: list[dict[str, Any]]) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)
         (folder / "README.md").unlink(missing_ok=True)  # PEFT's generic card; not part of the state
         state_codec.save(self.optimizer.state_dict(), folder, "optimizer")
         state_codec.save(self.lr_scheduler.state_dict(), folder, "scheduler")
         if getattr(self.accelerator, "scaler", None) is not None:
             state_codec.save(self.accelerator.scaler.state_dict(), folder, "scaler")
-        for rank, rng in enumerate(getattr(self, "_rng_states", None) or [rng_state()]):
+        for rank, rng in enumerate(rng_states):
             state_codec.save(rng, folder, rng_name(rank))
         # As Trainer._save_checkpoint does: stateful callbacks (and the control flags) travel in the state.
         for callback in [*self.callback_handler.callbacks, self.control]:

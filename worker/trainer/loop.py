@@ -139,7 +139,8 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
                        supports_bf16(device)) if main else None
     sink.emit(Log(message=f"loading model ({spec.method}) on {device}"))
     model = load_model(settled, device, vocab_size=len(tokenizer), inputs=inputs)
-    if varlen_attention(model):
+    varlen = varlen_attention(model)
+    if varlen:
         sink.emit(Log(message="attention: FlashAttention-2 (varlen), each packed batch flattened into one row"))
     trainable, total = parameter_counts(model)
     break_even = attention_break_even(total, model.config.num_hidden_layers, model.config.hidden_size)
@@ -153,7 +154,7 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     guard = DivergenceGuard(spec.training.divergence_factor)
     trainer = StudioTrainer(
         model=model, args=training_arguments(settled, out_dir, device, bool(eval_set)), train_dataset=train_set,
-        eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, break_even, varlen_attention(model)),
+        eval_dataset=eval_set or None, data_collator=collator(spec, tokenizer, break_even, varlen),
         # Samples first: the base model's answers come before the throughput clock of `metrics` starts.
         processing_class=tokenizer,
         callbacks=[*([samples] if samples else []), metrics, stop, guard, CheckpointEvents(sink)],

@@ -168,7 +168,8 @@ class LabelledLossTrainer(Trainer):
                 loss, outputs = loss_through_ddp(model, inputs, num_items_in_batch)
             else:
                 loss, outputs = causal_lm_loss(model, inputs, num_items_in_batch)
-        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch:
+        if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+                and num_items_in_batch is not None):  # a tensor's truth would sync with the GPU every micro-step
             # As Trainer.compute_loss does: num_items_in_batch counts every rank's tokens and DDP averages the
             # ranks' gradients, so each rank's share is scaled back up (without it a run on 2 processes logged,
             # and stepped on, half its loss). 1 on one process.
