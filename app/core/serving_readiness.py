@@ -1,6 +1,8 @@
 """Will this adapter load in the server it is meant for? vLLM's rules for a LoRA adapter, checked on the files
 (adapter_config.json and the safetensors header), and the exact command that serves it.
 
+Beside it SGLang, TGI and llama.cpp's server, where their rules differ.
+
 vLLM (vllm/lora/peft_helper.py, vllm/config/lora.py) refuses an adapter with modules_to_save, with DoRA, or with
 a bias other than "none", and its --max-lora-rank takes one of a few values (16 by default): a higher rank needs the
 flag. It applies LoRA to linear layers; embedding and output-head adapters are not served."""
@@ -106,6 +108,43 @@ def sglang(config: dict[str, Any], tensors: list[Tensor], base_ref: str, served_
         verdict.notes.append(f"Requests name the adapter with \"lora_path\": \"{served_name}\" (native API) or as "
                              "the model of its OpenAI-compatible routes; --max-lora-rank and --lora-target-modules "
                              "are inferred from the adapters given at start.")
+    return verdict
+
+
+def tgi(config: dict[str, Any], tensors: list[Tensor], base_ref: str, served_name: str) -> Readiness:
+    """Text Generation Inference (text_generation_server/adapters/lora.py, utils/adapter.py): it reads r,
+    lora_alpha and use_rslora from adapter_config.json and loads only the lora_A/lora_B weights of the layers it
+    maps (Llama-family q/k/v/o, gate/up/down, lm_head) from .safetensors files. Everything else is skipped
+    without a word, so an adapter that needs more would load and answer wrongly: those are refused here."""
+    verdict = Readiness("tgi")
+    if config.get("use_dora"):
+        verdict.problems.append("TGI loads lora_A/lora_B only and would serve a DoRA adapter without its magnitude "
+                                "vectors (use_dora), answering wrongly: export the merged model and serve that.")
+    if config.get("modules_to_save"):
+        verdict.problems.append(f"TGI skips modules_to_save ({', '.join(map(str, config['modules_to_save']))}) "
+                                "without a word: merge and serve the merged model.")
+    if config.get("bias", "none") != "none":
+        verdict.problems.append(f"TGI skips trained biases (bias is {config.get('bias')!r}): train with lora.bias "
+                                "none, or serve the merged model.")
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        verdict.problems.append("TGI scales every layer by the one lora_alpha and r of adapter_config.json; this "
+                                "adapter's rank_pattern/alpha_pattern gives some layers another scale: serve the "
+                                "merged model.")
+    kinds = adapted_modules(tensors)
+    if embeddings := sorted(kinds & (NOT_LINEAR - {"lm_head"})):
+        verdict.problems.append(f"TGI applies LoRA to linear layers and lm_head, not to {', '.join(embeddings)}.")
+    if other := sorted(kinds - VLLM_LINEAR - NOT_LINEAR):
+        verdict.notes.append(f"{', '.join(other)}: not a Llama-family layer TGI maps; it would skip it unless its "
+                             "model's implementation names it.")
+    if config.get("use_rslora"):
+        verdict.notes.append("rsLoRA: TGI reads use_rslora from adapter_config.json (scale alpha / sqrt(r)).")
+    folder = f"/path/to/{served_name}"
+    verdict.command = (f"text-generation-launcher --model-id {base_ref} --lora-adapters {served_name}={folder}"
+                       if verdict.ready else "")
+    if verdict.ready:
+        verdict.notes.append(f"Requests name the adapter with \"adapter_id\": \"{served_name}\" in their "
+                             "parameters (or as the model on its OpenAI-compatible route); the tokenizer and chat "
+                             "template are the base's.")
     return verdict
 
 

@@ -1,13 +1,14 @@
 """Each server's rules for a LoRA adapter, checked on its config and tensor names. vLLM: what it refuses (DoRA,
 modules_to_save, trained biases, embedding adapters, ranks past 512), the rank flag it needs, and the command;
-SGLang and llama.cpp's server where they differ (no rank flag; GGUF files; one alpha for all layers)."""
+SGLang, TGI and llama.cpp's server where they differ (no rank flag; GGUF files; one alpha for all layers; what TGI
+would skip without a word)."""
 
 from __future__ import annotations
 
 import pytest
 
 from app.core.adapter_import import Tensor
-from app.core.serving_readiness import llama_cpp, sglang, vllm
+from app.core.serving_readiness import llama_cpp, sglang, tgi, vllm
 
 LAYER = "base_model.model.model.layers.0"
 TENSORS = [Tensor(f"{LAYER}.self_attn.{m}.lora_{s}.weight", "F32", (8, 64)) for m in ("q_proj", "v_proj")
@@ -53,7 +54,7 @@ def test_sglang_and_llama_cpp_serve_a_plain_adapter_with_their_own_commands() ->
     assert verdict.command == "llama-server -m SmolLM2-135M-f16.gguf --lora bot-v1-lora-f16.gguf"
 
 
-@pytest.mark.parametrize("server", [sglang, llama_cpp])
+@pytest.mark.parametrize("server", [sglang, tgi, llama_cpp])
 @pytest.mark.parametrize(("change", "words"), [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]},
                                                                                "modules_to_save")])
 def test_dora_and_modules_to_save_are_refused_by_every_server(server, change: dict, words: str) -> None:
@@ -69,3 +70,21 @@ def test_where_servers_differ_a_high_rank_and_an_alpha_pattern() -> None:
     assert not llama_cpp(patterned, TENSORS, "base", "x").ready
     assert vllm(patterned, TENSORS, "base", "x").ready
     assert "alpha × sqrt(r)" in llama_cpp({**CONFIG, "use_rslora": True}, TENSORS, "base", "x").notes[0]
+
+
+def test_tgi_serves_a_plain_adapter_with_its_launcher_and_refuses_what_it_would_skip_silently() -> None:
+    verdict = tgi(CONFIG, TENSORS, "/models/smollm2", "bot-v1")
+    assert verdict.ready
+    assert verdict.command == ("text-generation-launcher --model-id /models/smollm2 "
+                               "--lora-adapters bot-v1=/path/to/bot-v1")
+    # TGI scales every layer by the config's one r and lora_alpha: a per-layer pattern would load mis-scaled.
+    for pattern in ({"rank_pattern": {"q_proj": 16}}, {"alpha_pattern": {"q_proj": 32}}):
+        refused = tgi({**CONFIG, **pattern}, TENSORS, "base", "x")
+        assert not refused.ready and "one lora_alpha and r" in refused.problems[0] and refused.command == ""
+    assert vllm({**CONFIG, "rank_pattern": {"q_proj": 16}}, TENSORS, "base", "x").ready
+    # A high rank needs no flag there, and an lm_head adapter is one of its layers while embeddings are not.
+    assert tgi({**CONFIG, "r": 1024}, TENSORS, "base", "x").ready
+    head = [*TENSORS, Tensor("base_model.model.lm_head.lora_A.weight", "F32", (8, 64))]
+    assert tgi(CONFIG, head, "base", "x").ready and not vllm(CONFIG, head, "base", "x").ready
+    embedding = [*TENSORS, Tensor("base_model.model.model.embed_tokens.lora_A.weight", "F32", (8, 100))]
+    assert "not to embed_tokens" in tgi(CONFIG, embedding, "base", "x").problems[0]

@@ -374,6 +374,7 @@ def readiness(session: Session, adapter: RegisteredAdapter, version: AdapterVers
     served = f"{adapter.name}-v{version.version}"
     return [serving_readiness.vllm(config, tensors, base.ref, served),
             serving_readiness.sglang(config, tensors, base.ref, served),
+            serving_readiness.tgi(config, tensors, base.ref, served),
             serving_readiness.llama_cpp(config, tensors, base.name, served)]
 
 
