@@ -10,7 +10,8 @@ packing), the demo model (SmolLM2-135M-Instruct). About 20-30 minutes for both w
 
 Every (recipe, method) trains in a fresh subprocess; the studio's in the environment a worker gives its trainers
 (tcmalloc preloaded where installed), the recipes on the system malloc, as people run them ("C-libc",
---allocator-ablation, is the studio's trainer on the system malloc). This CPU's bf16 and fp32 matmul peaks are
+--allocator-ablation, is the studio's trainer on the system malloc; "C-unfused", --lever-ablation, the studio's
+trainer with PEFT's own LoRA forward instead of worker.trainer.lora_fusion). This CPU's bf16 and fp32 matmul peaks are
 measured first, in this process; MFU is 4N FLOPs per real token over the bf16 peak (benchmarks/matmul_peak.py),
 for every recipe (A's fp32 matmuls included: the fp32 peak is printed beside it).
 The targets of issue 18 are printed as met or not, never asserted.
@@ -88,6 +89,10 @@ def child(name: str, method: str, rows: Path, workload_name: str) -> None:
 
     workload = WORKLOADS[workload_name]
     with tempfile.TemporaryDirectory() as tmp:
+        if name == "C-unfused":  # the lever ablation: PEFT's own LoRA forward in the studio's trainer
+            import worker.trainer.model
+
+            worker.trainer.model.fuse_lora_forward = lambda model: 0
         if name.startswith("C"):
             r = run_studio(method, rows, workload, Path(tmp))
         else:
@@ -103,7 +108,7 @@ def measure(name: str, method: str, rows: Path, workload: str) -> dict[str, Any]
     from worker.planning.allocator import trainer_env
 
     cmd = [sys.executable, __file__, "--child", name, method, str(rows), "--workloads", workload]
-    env = trainer_env(os.environ) if name == "C" else dict(os.environ)  # C-libc: the system malloc
+    env = trainer_env(os.environ) if name in ("C", "C-unfused") else dict(os.environ)  # C-libc: the system malloc
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
     if line is None:
@@ -194,6 +199,8 @@ def main() -> None:
     parser.add_argument("--only", default="APTC", help="which recipes to run, of A, B, P, T and C")
     parser.add_argument("--allocator-ablation", action="store_true",
                         help="also run C-libc: the studio's trainer on the system malloc")
+    parser.add_argument("--lever-ablation", action="store_true",
+                        help="also run C-unfused: the studio's trainer with PEFT's own LoRA forward (lora_fusion off)")
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], args.child[1], Path(args.child[2]), args.workloads)
@@ -205,7 +212,8 @@ def main() -> None:
           f"{peaks['float32']:.0f} GFLOP/s; base N = {params / 1e6:.1f} M; load average before: "
           + " ".join(f"{x:.2f}" for x in load), flush=True)
     rows = canonical_rows(Path(tempfile.mkdtemp()) / "alpaca.jsonl", args.examples)
-    names = [n for n in (*BASELINES, "C") if n in args.only] + (["C-libc"] if args.allocator_ablation else [])
+    names = ([n for n in (*BASELINES, "C") if n in args.only] + (["C-libc"] if args.allocator_ablation else [])
+             + (["C-unfused"] if args.lever_ablation else []))
     results: dict[tuple[str, str, str], dict[str, Any] | str] = {}
     started = time.monotonic()
     for workload in args.workloads.split(","):

@@ -15,6 +15,7 @@ from worker.planning.spec import CUDA_ONLY_OPTIMIZERS, RunSpec
 from worker.trainer import distributed
 from worker.trainer.dropout import use_lean_dropout
 from worker.trainer.errors import TrainerError
+from worker.trainer.lora_fusion import fuse_lora_forward
 from worker.trainer.tokenizers import source_kwargs
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -270,4 +271,5 @@ def load_model(spec: RunSpec, device: str, vocab_size: int | None = None, inputs
     autocast_norm_outputs(model)
     model = get_peft_model(model, peft_config(spec), autocast_adapter_dtype=True)
     use_lean_dropout(model)  # a faster mask on the CPU, and a boolean mask saved instead of a float one
+    fuse_lora_forward(model)  # one dropout and A matmul per shared input (q/k/v, gate/up); B, scale and add in one
     return model
