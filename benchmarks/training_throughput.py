@@ -10,8 +10,9 @@ packing), the demo model (SmolLM2-135M-Instruct). About 20-30 minutes for both w
 
 Every (recipe, method) trains in a fresh subprocess; the studio's in the environment a worker gives its trainers
 (tcmalloc preloaded where installed), the recipes on the system malloc, as people run them ("C-libc",
---allocator-ablation, is the studio's trainer on the system malloc; "C-unfused", --lever-ablation, the studio's
-trainer with PEFT's own LoRA forward instead of worker.trainer.lora_fusion). This CPU's bf16 and fp32 matmul peaks are
+--allocator-ablation, is the studio's trainer on the system malloc; --lever-ablation adds the studio's trainer with
+one lever off: "C-unfused", PEFT's own LoRA forward instead of worker.trainer.lora_fusion, and "C-sdpa", SDPA with
+transformers' block mask instead of worker.trainer.document_attention). This CPU's bf16 and fp32 matmul peaks are
 measured first, in this process; MFU is 4N FLOPs per real token over the bf16 peak (benchmarks/matmul_peak.py),
 for every recipe (A's fp32 matmuls included: the fp32 peak is printed beside it).
 The targets of issue 18 are printed as met or not, never asserted.
@@ -50,6 +51,8 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 METHODS = ("lora", "qlora")
 # Issue 18's targets for the studio (C) against the best baseline.
 SPEEDUP_GOAL, MFU_GOAL, MEMORY_GOAL, LOSS_GOAL = 1.5, 0.55, 0.6, 0.02
+# The studio's trainer with one lever of issue 18 switched off (--lever-ablation).
+LEVER_ABLATIONS = ("C-unfused", "C-sdpa")
 
 
 def canonical_rows(dest: Path, n: int) -> Path:
@@ -89,10 +92,12 @@ def child(name: str, method: str, rows: Path, workload_name: str) -> None:
 
     workload = WORKLOADS[workload_name]
     with tempfile.TemporaryDirectory() as tmp:
-        if name == "C-unfused":  # the lever ablation: PEFT's own LoRA forward in the studio's trainer
-            import worker.trainer.model
+        import worker.trainer.model
 
+        if name == "C-unfused":  # lever ablations: PEFT's own LoRA forward in the studio's trainer,
             worker.trainer.model.fuse_lora_forward = lambda model: 0
+        if name == "C-sdpa":  # or SDPA with transformers' block mask for packed rows
+            worker.trainer.model.use_document_attention = lambda model: None
         if name.startswith("C"):
             r = run_studio(method, rows, workload, Path(tmp))
         else:
@@ -108,7 +113,7 @@ def measure(name: str, method: str, rows: Path, workload: str) -> dict[str, Any]
     from worker.planning.allocator import trainer_env
 
     cmd = [sys.executable, __file__, "--child", name, method, str(rows), "--workloads", workload]
-    env = trainer_env(os.environ) if name in ("C", "C-unfused") else dict(os.environ)  # C-libc: the system malloc
+    env = trainer_env(os.environ) if name in ("C", *LEVER_ABLATIONS) else dict(os.environ)  # C-libc: system malloc
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
     if line is None:
@@ -200,7 +205,7 @@ def main() -> None:
     parser.add_argument("--allocator-ablation", action="store_true",
                         help="also run C-libc: the studio's trainer on the system malloc")
     parser.add_argument("--lever-ablation", action="store_true",
-                        help="also run C-unfused: the studio's trainer with PEFT's own LoRA forward (lora_fusion off)")
+                        help="also run C-unfused (PEFT's own LoRA forward) and C-sdpa (SDPA with a block mask)")
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], args.child[1], Path(args.child[2]), args.workloads)
@@ -213,7 +218,7 @@ def main() -> None:
           + " ".join(f"{x:.2f}" for x in load), flush=True)
     rows = canonical_rows(Path(tempfile.mkdtemp()) / "alpaca.jsonl", args.examples)
     names = ([n for n in (*BASELINES, "C") if n in args.only] + (["C-libc"] if args.allocator_ablation else [])
-             + (["C-unfused"] if args.lever_ablation else []))
+             + (list(LEVER_ABLATIONS) if args.lever_ablation else []))
     results: dict[tuple[str, str, str], dict[str, Any] | str] = {}
     started = time.monotonic()
     for workload in args.workloads.split(","):

@@ -13,6 +13,7 @@ from worker.planning.device_profiles import cpu_has_native_bf16
 from worker.planning.inputs import TrainingInputs
 from worker.planning.spec import CUDA_ONLY_OPTIMIZERS, RunSpec
 from worker.trainer import distributed
+from worker.trainer.document_attention import use_document_attention
 from worker.trainer.dropout import use_lean_dropout
 from worker.trainer.errors import TrainerError
 from worker.trainer.lora_fusion import fuse_lora_forward
@@ -180,6 +181,23 @@ def autocast_norm_outputs(model: torch.nn.Module) -> int:
     return len(norms)
 
 
+def _autocast_pair(module: torch.nn.Module, args: Any, output: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(_autocast_output(module, args, t) for t in output)
+
+
+def autocast_rotary_outputs(model: torch.nn.Module) -> int:
+    """Make the rotary embedding give cos and sin in the autocast dtype under autocast; returns the modules hooked.
+
+    They come in the residual stream's dtype, fp32 here, and q·cos then promotes the bf16 queries and keys to fp32:
+    twice the bytes through RoPE, and a rounding back to bf16 in attention. A bf16 model (the baselines) ropes in
+    bf16 as this does.
+    """
+    rotary = [m for m in model.get_decoder().modules() if type(m).__name__.endswith("RotaryEmbedding")]
+    for module in rotary:
+        module.register_forward_hook(_autocast_pair)
+    return len(rotary)
+
+
 def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
     """The frozen base: 4-bit for QLoRA, else full precision (on a GPU in its autocast dtype, bf16 or fp16: the
     frozen weights are only ever read as that)."""
@@ -258,6 +276,8 @@ def load_model(spec: RunSpec, device: str, vocab_size: int | None = None, inputs
     model = _base_model(spec, device, inputs or TrainingInputs.from_spec(spec))
     if vocab_size and vocab_size > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(vocab_size)  # e.g. ChatML markers added to a template-less tokenizer
+    if device == "cpu":
+        use_document_attention(model)  # packed rows attend per example, without SDPA's O(L²) mask
     if spec.method == "qlora":
         # Upcasts norms and embeddings to fp32 and enables input grads, as QLoRA training expects.
         model = prepare_model_for_kbit_training(
@@ -269,6 +289,7 @@ def load_model(spec: RunSpec, device: str, vocab_size: int | None = None, inputs
     elif spec.training.gradient_checkpointing:
         model.enable_input_require_grads()
     autocast_norm_outputs(model)
+    autocast_rotary_outputs(model)
     model = get_peft_model(model, peft_config(spec), autocast_adapter_dtype=True)
     use_lean_dropout(model)  # a faster mask on the CPU, and a boolean mask saved instead of a float one
     fuse_lora_forward(model)  # one dropout and A matmul per shared input (q/k/v, gate/up); B, scale and add in one
