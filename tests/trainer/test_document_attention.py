@@ -39,8 +39,11 @@ def _packed_batch() -> dict[str, torch.Tensor]:
     return batch
 
 
+@pytest.mark.parametrize("longest", [1024, 16])  # 16: the examples of 17, 23 and 30 tokens go to SDPA's kernel
 @pytest.mark.parametrize(("autocast", "tol"), [(False, 1e-5), (True, 2e-2)])
-def test_packed_rows_give_the_masked_sdpa_loss_and_gradients(gqa_model, autocast: bool, tol: float) -> None:
+def test_packed_rows_give_the_masked_sdpa_loss_and_gradients(gqa_model, monkeypatch, autocast: bool, tol: float,
+                                                             longest: int) -> None:
+    monkeypatch.setattr("worker.trainer.document_attention.LONGEST", longest)
     reference, documents = gqa_model, copy.deepcopy(gqa_model)
     use_document_attention(documents)
     assert documents.config._attn_implementation == NAME
@@ -59,14 +62,19 @@ def test_packed_rows_give_the_masked_sdpa_loss_and_gradients(gqa_model, autocast
                                    msg=name)
 
 
-def test_no_token_attends_across_documents() -> None:
+@pytest.mark.parametrize("longest", [1024, 4])  # 4: the second document goes to SDPA's causal kernel
+def test_no_token_attends_across_documents(monkeypatch, longest: int) -> None:
+    monkeypatch.setattr("worker.trainer.document_attention.LONGEST", longest)
     torch.manual_seed(2)
     q, k, v = (torch.randn(1, 4, 10, 8, requires_grad=True) for _ in range(3))
-    out = document_attention(q, k[:, :2], v[:, :2], 8 ** -0.5, [[(0, 6), (6, 10)]])
-    alone = document_attention(q[:, :, 6:], k[:, :2, 6:], v[:, :2, 6:], 8 ** -0.5, [[(0, 4)]])
-    torch.testing.assert_close(out[:, 6:], alone)
-    out[:, 6:].sum().backward()
-    assert k.grad[:, :, :6].abs().sum() == 0 and v.grad[:, :, :6].abs().sum() == 0
+    out = document_attention(q, k[:, :2], v[:, :2], 8 ** -0.5, [[(0, 4), (4, 10)]])
+    alone = document_attention(q[:, :, 4:], k[:, :2, 4:], v[:, :2, 4:], 8 ** -0.5, [[(0, 6)]])
+    torch.testing.assert_close(out[:, 4:], alone)
+    kv = k[:, :2, 4:].repeat_interleave(2, 1), v[:, :2, 4:].repeat_interleave(2, 1)  # what SDPA computes
+    want = torch.nn.functional.scaled_dot_product_attention(q[:, :, 4:], *kv, is_causal=True, scale=8 ** -0.5)
+    torch.testing.assert_close(out[:, 4:], want.transpose(1, 2))
+    out[:, 4:].sum().backward()
+    assert k.grad[:, :, :4].abs().sum() == 0 and v.grad[:, :, :4].abs().sum() == 0
 
 
 def test_generation_and_padded_batches_keep_sdpa(gqa_model) -> None:

@@ -9,7 +9,8 @@ masked kernel, 19 ms for that kernel called per document, 7 ms for plain matmuls
 So each document's causal attention is computed here with bmm and softmax (transformers' eager attention), the
 query heads of one KV head stacked so grouped-query attention needs no copies of K and V. Like flash attention it
 keeps no n × n probabilities for backward: they are recomputed there from Q and K (_CausalAttention), so memory
-stays near that of the masked kernel.
+stays near that of the masked kernel. Examples longer than LONGEST tokens go to SDPA's causal kernel one by one
+(still no mask, so no work across examples), whose memory grows linearly with them.
 
 The attention is registered with transformers as NAME and used only for what it was made for: a forward without a
 KV cache or attention mask whose keys are its queries (packed or plain training rows, the trainer's evaluation).
@@ -24,6 +25,9 @@ from typing import Any
 import torch
 
 NAME = "studio_documents"
+# Longer documents go to SDPA's causal flash kernel (without a mask): its memory is linear in their length, where
+# the n × n scores here would take 3 × 4096² × 2 bytes = 100 MB per layer for one 4,096-token example.
+LONGEST = 1024
 
 
 def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
@@ -35,7 +39,7 @@ def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     return rows
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # at most 16 × 3 × 1024² bf16 values (100 MB) for SmolLM2's 3 groups
 def _causal_bias(length: int, groups: int, dtype: torch.dtype) -> torch.Tensor:
     """-inf above the diagonal of each of the `groups` stacked query blocks of one document ([groups·n, n]).
     Cached: one step meets each document length in every layer, forward and backward."""
@@ -84,8 +88,14 @@ def document_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
         pieces = []
         for start, end in documents:
             n = end - start
-            q = query[b, :, start:end].reshape(kv_heads, groups * n, dim)
-            out = _CausalAttention.apply(q, key[b, :, start:end], value[b, :, start:end], scale)
+            k, v = key[b, :, start:end], value[b, :, start:end]
+            if n > LONGEST:
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    query[b:b + 1, :, start:end], k.repeat_interleave(groups, 0)[None],
+                    v.repeat_interleave(groups, 0)[None], is_causal=True, scale=scale)[0]
+            else:
+                q = query[b, :, start:end].reshape(kv_heads, groups * n, dim)
+                out = _CausalAttention.apply(q, k, v, scale)
             pieces.append(out.view(heads, n, dim).transpose(0, 1))
         out_rows.append(torch.cat(pieces) if len(pieces) > 1 else pieces[0])
     return torch.stack(out_rows)
