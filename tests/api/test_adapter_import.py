@@ -56,8 +56,11 @@ def test_a_real_peft_adapter_is_imported_and_served(client, session, tiny_base: 
     assert answer.status_code == 200, answer.text
     sent = standin.requests[-1]
     assert sent.adapter.sha256 == version["sha256"] and sent.base.name == tiny_base
-    vllm, _sglang, _llama_cpp = client.get("/api/adapters/imported/versions/1/readiness").json()
-    assert vllm["server"] == "vllm" and vllm["ready"], vllm
+    verdicts = {v["server"]: v for v in client.get("/api/adapters/imported/versions/1/readiness").json()}
+    assert list(verdicts) == ["vllm", "sglang", "tgi", "llama.cpp"]
+    vllm = verdicts["vllm"]
+    assert vllm["ready"], vllm
+    assert verdicts["tgi"]["ready"] and "--lora-adapters imported-v1=" in verdicts["tgi"]["command"]
     assert vllm["command"].startswith("vllm serve ") and "--lora-modules imported-v1=" in vllm["command"]
     assert 'id="serve-vllm-v1" data-ready="true"' in client.get("/adapters/imported").text
 
