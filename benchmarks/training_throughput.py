@@ -11,8 +11,9 @@ packing), the demo model (SmolLM2-135M-Instruct). About 20-30 minutes for both w
 Every (recipe, method) trains in a fresh subprocess; the studio's in the environment a worker gives its trainers
 (tcmalloc preloaded where installed), the recipes on the system malloc, as people run them ("C-libc",
 --allocator-ablation, is the studio's trainer on the system malloc; --lever-ablation adds the studio's trainer with
-one lever off: "C-unfused", PEFT's own LoRA forward instead of worker.trainer.lora_fusion, and "C-sdpa", SDPA with
-transformers' block mask instead of worker.trainer.document_attention). This CPU's bf16 and fp32 matmul peaks are
+one lever off: "C-unfused", PEFT's own LoRA forward instead of worker.trainer.lora_fusion; "C-sdpa", SDPA with
+transformers' block mask instead of worker.trainer.document_attention; "C-dnncache", oneDNN's default primitive
+cache instead of worker.trainer.onednn's bound). This CPU's bf16 and fp32 matmul peaks are
 measured first, in this process; MFU is 4N FLOPs per real token over the bf16 peak (benchmarks/matmul_peak.py),
 for every recipe (A's fp32 matmuls included: the fp32 peak is printed beside it).
 The targets of issue 18 are printed as met or not, never asserted.
@@ -52,7 +53,7 @@ METHODS = ("lora", "qlora")
 # Issue 18's targets for the studio (C) against the best baseline.
 SPEEDUP_GOAL, MFU_GOAL, MEMORY_GOAL, LOSS_GOAL = 1.5, 0.55, 0.6, 0.02
 # The studio's trainer with one lever of issue 18 switched off (--lever-ablation).
-LEVER_ABLATIONS = ("C-unfused", "C-sdpa")
+LEVER_ABLATIONS = ("C-unfused", "C-sdpa", "C-dnncache")
 
 
 def canonical_rows(dest: Path, n: int) -> Path:
@@ -96,8 +97,12 @@ def child(name: str, method: str, rows: Path, workload_name: str) -> None:
 
         if name == "C-unfused":  # lever ablations: PEFT's own LoRA forward in the studio's trainer,
             worker.trainer.model.fuse_lora_forward = lambda model: 0
-        if name == "C-sdpa":  # or SDPA with transformers' block mask for packed rows
+        if name == "C-sdpa":  # or SDPA with transformers' block mask for packed rows,
             worker.trainer.model.use_document_attention = lambda model: None
+        if name == "C-dnncache":  # or oneDNN's default primitive cache (1,024 primitives)
+            import worker.trainer.loop
+
+            worker.trainer.loop.bound_primitive_cache = lambda: ""
         if name.startswith("C"):
             r = run_studio(method, rows, workload, Path(tmp))
         else:
@@ -205,7 +210,8 @@ def main() -> None:
     parser.add_argument("--allocator-ablation", action="store_true",
                         help="also run C-libc: the studio's trainer on the system malloc")
     parser.add_argument("--lever-ablation", action="store_true",
-                        help="also run C-unfused (PEFT's own LoRA forward) and C-sdpa (SDPA with a block mask)")
+                        help="also run C-unfused (PEFT's LoRA forward), C-sdpa (SDPA with a block mask) and "
+                             "C-dnncache (oneDNN's default primitive cache)")
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], args.child[1], Path(args.child[2]), args.workloads)

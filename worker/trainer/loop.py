@@ -28,6 +28,7 @@ from worker.trainer.model import (
     supports_bf16,
     varlen_attention,
 )
+from worker.trainer.onednn import bound_primitive_cache
 from worker.trainer.packing import DEFAULT_BREAK_EVEN, PackingCollator, attention_break_even
 from worker.trainer.samples import sampling
 from worker.trainer.sinks import NullSink, ReportSink
@@ -126,6 +127,7 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     sink = sink if main else NullSink()
 
     out_dir, device = Path(out_dir), pick_device()
+    bound_primitive_cache()  # before the first bf16 matmul builds oneDNN's cache
     set_seed(spec.training.seed)
     # Its "auto" choices fixed once (spec.yaml and the model card keep the spec as given).
     settled, choices = settle_choices(spec, device, inputs.resolved)
