@@ -127,7 +127,8 @@ def train(spec: RunSpec, out_dir: Path, sink: ReportSink, should_stop: Callable[
     sink = sink if main else NullSink()
 
     out_dir, device = Path(out_dir), pick_device()
-    bound_primitive_cache()  # before the first bf16 matmul builds oneDNN's cache
+    if spec.method == "lora":  # before the first bf16 matmul builds oneDNN's cache (onednn.py: not for QLoRA)
+        bound_primitive_cache()
     set_seed(spec.training.seed)
     # Its "auto" choices fixed once (spec.yaml and the model card keep the spec as given).
     settled, choices = settle_choices(spec, device, inputs.resolved)
