@@ -87,23 +87,28 @@ def run_studio(method: str, rows: Path, workload: dict[str, Any], out: Path) -> 
             "losses": [p["loss"] for p in points if "loss" in p]}
 
 
+def switch_off_lever(name: str) -> None:
+    """For a lever ablation (LEVER_ABLATIONS), the studio's trainer in this process without that lever; the
+    baselines' processes never import the trainer."""
+    import worker.trainer.loop
+    import worker.trainer.model
+
+    if name == "C-unfused":  # PEFT's own LoRA forward
+        worker.trainer.model.fuse_lora_forward = lambda model: 0
+    elif name == "C-sdpa":  # SDPA with transformers' block mask for packed rows
+        worker.trainer.model.use_document_attention = lambda model: None
+    elif name == "C-dnncache":  # oneDNN's default primitive cache (1,024 primitives)
+        worker.trainer.loop.bound_primitive_cache = lambda: ""
+
+
 def child(name: str, method: str, rows: Path, workload_name: str) -> None:
     """One configuration in this (fresh) process; prints one RESULT line."""
     from worker.planning.allocator import active_allocator
 
     workload = WORKLOADS[workload_name]
     with tempfile.TemporaryDirectory() as tmp:
-        import worker.trainer.model
-
-        if name == "C-unfused":  # lever ablations: PEFT's own LoRA forward in the studio's trainer,
-            worker.trainer.model.fuse_lora_forward = lambda model: 0
-        if name == "C-sdpa":  # or SDPA with transformers' block mask for packed rows,
-            worker.trainer.model.use_document_attention = lambda model: None
-        if name == "C-dnncache":  # or oneDNN's default primitive cache (1,024 primitives)
-            import worker.trainer.loop
-
-            worker.trainer.loop.bound_primitive_cache = lambda: ""
         if name.startswith("C"):
+            switch_off_lever(name)
             r = run_studio(method, rows, workload, Path(tmp))
         else:
             r = run_baseline(name, method, MODEL, rows, workload["lora"], MAX_LEN, workload["batch"],
