@@ -8,6 +8,11 @@ write it from the libraries' own documentation:
      no gradient checkpointing), bf16 autocast, padding-free batches (transformers' DataCollatorWithFlattening);
   T  TRL's SFTTrainer with packing (best-fit decreasing, which makes it padding-free), a bf16 base, bf16 autocast.
 
+bf16 is the strongest choice only on a CPU that multiplies it natively (AVX512-BF16 or AMX). On one that does not
+(an AVX2-only EPYC, say) oneDNN emulates it: a 2048² bf16 matmul measured 0.26 GFLOP/s against 140 in fp32, so
+P and T there train in fp32 (the recipe a competent user would run on it), and every QLoRA recipe computes its
+4-bit matmuls in fp32 (half_precision()).
+
 Every recipe trains the same rows (the chat template over the whole conversation, loss on every token, as the
 studio's train_on: all) with the same LoRA settings, learning rate, schedule and seed, one epoch; each returns its
 real tokens (never padding), seconds, CPU seconds and per-step losses.
@@ -21,8 +26,22 @@ from pathlib import Path
 from typing import Any
 
 BASELINES = ("A", "B", "P", "T")
-HALF_PRECISION = ("P", "T")  # the recipes that train in bf16
+HALF_PRECISION = ("P", "T")  # the recipes that train in bf16 where this CPU multiplies bf16 natively
+SEED_RECIPES = ("A", "B")  # fp32, and QLoRA with prepare_model_for_kbit_training's gradient checkpointing
 LR, SEED = 2e-4, 42
+
+
+def half_precision() -> bool:
+    """Whether this CPU multiplies bf16 natively: where it does not, bf16 is emulated hundreds of times slower than
+    fp32, and no recipe is run in it (see the module's docstring)."""
+    from worker.planning.device_profiles import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def runs_in_bf16(name: str) -> bool:
+    """Whether recipe `name` (BASELINES) trains in bf16 on this CPU."""
+    return name in HALF_PRECISION and half_precision()
 
 
 def cpu_seconds() -> float:
@@ -48,20 +67,22 @@ def tokenized(tokenizer, rows: Path, max_len: int, pad_to_max: bool) -> list[dic
     return out
 
 
-def peft_model(model_dir: Path, method: str, lora: dict[str, Any], bf16: bool):  # noqa: ANN201
-    """The base (NF4 for QLoRA) with LoRA adapters. fp32 (A, B): the blog posts' recipe, QLoRA through
-    prepare_model_for_kbit_training (which turns gradient checkpointing on). bf16 (P, T): the base in bf16, nothing
-    upcast, no gradient checkpointing (PEFT still keeps the adapters in fp32)."""
+def peft_model(model_dir: Path, method: str, lora: dict[str, Any], bf16: bool, seed: bool):  # noqa: ANN201
+    """The base (NF4 for QLoRA) with LoRA adapters. The seed recipe (A, B): fp32, QLoRA through
+    prepare_model_for_kbit_training (which turns gradient checkpointing on), as the blog posts do. The strong
+    recipes (P, T): the base in bf16 where this CPU has it (else fp32), nothing upcast, no gradient checkpointing
+    (PEFT still keeps the adapters in fp32)."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     if method == "qlora":
+        compute = torch.bfloat16 if half_precision() else torch.float32  # never emulated bf16 (module docstring)
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
+                                   bnb_4bit_compute_dtype=compute)
         model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant, dtype=dtype)
-        if not bf16:
+        if seed:
             model = prepare_model_for_kbit_training(model)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
@@ -110,10 +131,10 @@ def run_baseline(name: str, method: str, model_dir: Path, rows: Path, lora: dict
             labels = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in features])
             return pad([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features]) | {"labels": labels}
 
-    bf16 = name in HALF_PRECISION
+    bf16 = runs_in_bf16(name)
     args = TrainingArguments(**trainer_args(out, batch, accum, bf16), remove_unused_columns=False)
-    trainer = Trainer(model=peft_model(model_dir, method, lora, bf16), args=args, train_dataset=data,
-                      data_collator=collate)
+    model = peft_model(model_dir, method, lora, bf16, seed=name in SEED_RECIPES)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
     return _timed(trainer, tokens)
 
 
@@ -127,10 +148,12 @@ def _run_trl(method: str, model_dir: Path, rows: Path, lora: dict[str, Any], max
 
     set_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    config = SFTConfig(**trainer_args(out, batch, accum, bf16=True), max_length=max_len, packing=True,
+    bf16 = runs_in_bf16("T")
+    config = SFTConfig(**trainer_args(out, batch, accum, bf16=bf16), max_length=max_len, packing=True,
                        packing_strategy="bfd", completion_only_loss=False, assistant_only_loss=False)
     data = Dataset.from_list([{"messages": messages} for messages in conversations(rows)])
-    trainer = SFTTrainer(model=peft_model(model_dir, method, lora, bf16=True), args=config, train_dataset=data,
+    model = peft_model(model_dir, method, lora, bf16, seed=False)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data,
                          processing_class=tokenizer)
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     return _timed(trainer, tokens)
