@@ -8,8 +8,18 @@ import copy
 import pytest
 import torch
 
-from worker.trainer.document_attention import NAME, document_attention, segments, use_document_attention
+from worker.trainer.document_attention import (
+    LONGEST,
+    NAME,
+    _flash_kernel,
+    document_attention,
+    segments,
+    use_document_attention,
+)
 from worker.trainer.packing import PackingCollator
+
+# Which documents go to SDPA's causal flash kernel (the rest to bmm + softmax), forced for a test.
+ROUTES = {"bmm": lambda n, dtype: False, "flash": lambda n, dtype: True, "mixed": lambda n, dtype: n > 16}
 
 
 def test_documents_start_where_positions_restart() -> None:
@@ -39,11 +49,16 @@ def _packed_batch() -> dict[str, torch.Tensor]:
     return batch
 
 
-@pytest.mark.parametrize("longest", [1024, 16])  # 16: the examples of 17, 23 and 30 tokens go to SDPA's kernel
+def test_fp32_and_long_documents_go_to_the_flash_kernel_bf16_ones_to_bmm() -> None:
+    assert _flash_kernel(100, torch.float32) and _flash_kernel(LONGEST + 1, torch.bfloat16)
+    assert not _flash_kernel(100, torch.bfloat16) and not _flash_kernel(LONGEST, torch.float16)
+
+
+@pytest.mark.parametrize("route", ROUTES)  # mixed: the examples of 17, 23 and 30 tokens go to the flash kernel
 @pytest.mark.parametrize(("autocast", "tol"), [(False, 1e-5), (True, 2e-2)])
 def test_packed_rows_give_the_masked_sdpa_loss_and_gradients(gqa_model, monkeypatch, autocast: bool, tol: float,
-                                                             longest: int) -> None:
-    monkeypatch.setattr("worker.trainer.document_attention.LONGEST", longest)
+                                                             route: str) -> None:
+    monkeypatch.setattr("worker.trainer.document_attention._flash_kernel", ROUTES[route])
     reference, documents = gqa_model, copy.deepcopy(gqa_model)
     use_document_attention(documents)
     assert documents.config._attn_implementation == NAME
@@ -62,9 +77,9 @@ def test_packed_rows_give_the_masked_sdpa_loss_and_gradients(gqa_model, monkeypa
                                    msg=name)
 
 
-@pytest.mark.parametrize("longest", [1024, 4])  # 4: the second document goes to SDPA's causal kernel
-def test_no_token_attends_across_documents(monkeypatch, longest: int) -> None:
-    monkeypatch.setattr("worker.trainer.document_attention.LONGEST", longest)
+@pytest.mark.parametrize("route", ["bmm", "flash"])
+def test_no_token_attends_across_documents(monkeypatch, route: str) -> None:
+    monkeypatch.setattr("worker.trainer.document_attention._flash_kernel", ROUTES[route])
     torch.manual_seed(2)
     q, k, v = (torch.randn(1, 4, 10, 8, requires_grad=True) for _ in range(3))
     out = document_attention(q, k[:, :2], v[:, :2], 8 ** -0.5, [[(0, 4), (4, 10)]])

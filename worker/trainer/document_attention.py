@@ -2,15 +2,19 @@
 
 A packed row holds several examples whose position_ids restart at 0. With SDPA, transformers turns that into a
 block-diagonal causal mask and PyTorch's CPU flash kernel then computes every block of the row, masked or not;
-with a mask it also copies K and V once per query head (repeat_kv). Measured on this project's 2-core CPU
+with a mask it also copies K and V once per query head (repeat_kv). Measured on a 2-core AVX512-BF16 CPU
 (benchmarks: a 512-token row of three examples, 9 query and 3 KV heads, bf16, forward and backward): 24 ms for the
 masked kernel, 19 ms for that kernel called per document, 7 ms for plain matmuls per document.
 
-So each document's causal attention is computed here with bmm and softmax (transformers' eager attention), the
-query heads of one KV head stacked so grouped-query attention needs no copies of K and V. Like flash attention it
-keeps no n × n probabilities for backward: they are recomputed there from Q and K (_CausalAttention), so memory
-stays near that of the masked kernel. Examples longer than LONGEST tokens go to SDPA's causal kernel one by one
-(still no mask, so no work across examples), whose memory grows linearly with them.
+So in bf16 each document's causal attention is computed here with bmm and softmax (transformers' eager
+attention), the query heads of one KV head stacked so grouped-query attention needs no copies of K and V. Like
+flash attention it keeps no n × n probabilities for backward: they are recomputed there from Q and K
+(_CausalAttention), so memory stays near that of the masked kernel. In fp32 (a CPU without native bf16) the
+balance turns: on an AVX2-only EPYC, SDPA's causal flash kernel called per document (no mask; it skips the masked
+half of the scores) took 14 ms for such a row where bmm and softmax took 25 (the masked kernel 26), 22 against 41
+for a 500-token example, 12 against 16 for four short ones (benchmarks/document_attention.py, best of 20). So fp32
+documents, and in any dtype those longer than LONGEST tokens (whose memory then grows linearly with them), go to
+that kernel one by one: still no mask, so no work across examples.
 
 The attention is registered with transformers as NAME and used only for what it was made for: a forward without a
 KV cache or attention mask whose keys are its queries (packed or plain training rows, the trainer's evaluation).
@@ -77,6 +81,13 @@ class _CausalAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, None
 
 
+def _flash_kernel(length: int, dtype: torch.dtype) -> bool:
+    """Whether a document goes to SDPA's causal flash kernel rather than bmm + softmax (see the module's docstring):
+    in fp32, where that kernel is the faster, and for documents past LONGEST tokens, whose n × n scores would be
+    too large to keep."""
+    return dtype == torch.float32 or length > LONGEST
+
+
 def document_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float,
                        rows: list[list[tuple[int, int]]]) -> torch.Tensor:
     """Causal attention within each document of each row. query [b, h, L, d], key/value [b, kv, L, d] →
@@ -89,10 +100,9 @@ def document_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
         for start, end in documents:
             n = end - start
             k, v = key[b, :, start:end], value[b, :, start:end]
-            if n > LONGEST:
+            if _flash_kernel(n, query.dtype):
                 out = torch.nn.functional.scaled_dot_product_attention(
-                    query[b:b + 1, :, start:end], k.repeat_interleave(groups, 0)[None],
-                    v.repeat_interleave(groups, 0)[None], is_causal=True, scale=scale)[0]
+                    query[b:b + 1, :, start:end], k[None], v[None], is_causal=True, scale=scale, enable_gqa=True)[0]
             else:
                 q = query[b, :, start:end].reshape(kv_heads, groups * n, dim)
                 out = _CausalAttention.apply(q, k, v, scale)
