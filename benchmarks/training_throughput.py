@@ -41,12 +41,12 @@ from benchmarks.demo import DEMO_MODEL, demo_model  # noqa: E402
 from benchmarks.matmul_peak import matmul_peak_gflops, mfu  # noqa: E402
 from benchmarks.throughput_baselines import (  # noqa: E402
     BASELINES,
-    HALF_PRECISION,
     LR,
     SEED,
     cpu_seconds,
     half_precision,
     run_baseline,
+    runs_in_bf16,
 )
 
 MODEL = DEMO_MODEL
@@ -159,8 +159,8 @@ SHORT = {"bfloat16": "bf16", "float32": "fp32"}
 
 def matmul_dtype(name: str) -> str:
     """The dtype recipe `name` multiplies in on this CPU (its MFU is over that dtype's peak)."""
-    half = name in HALF_PRECISION or name.startswith("C")  # the studio's trainer: bf16 autocast where native
-    return "bfloat16" if half and half_precision() else "float32"
+    studio = name.startswith("C")  # the studio's trainer: bf16 autocast where bf16 is native
+    return "bfloat16" if (half_precision() if studio else runs_in_bf16(name)) else "float32"
 
 
 def measured_peaks() -> dict[str, float]:
