@@ -13,7 +13,9 @@ Every (recipe, method) trains in a fresh subprocess; the studio's in the environ
 --allocator-ablation, is the studio's trainer on the system malloc; --lever-ablation adds the studio's trainer with
 one lever off: "C-unfused", PEFT's own LoRA forward instead of worker.trainer.lora_fusion; "C-sdpa", SDPA with
 transformers' block mask instead of worker.trainer.document_attention; "C-dnncache", oneDNN's default primitive
-cache instead of worker.trainer.onednn's bound). This CPU's fp32 matmul peak, and its bf16 peak where it
+cache instead of worker.trainer.onednn's bound; "C-unstacked", the frozen q/k/v and gate/up weights multiplied one by
+one instead of worker.trainer.stacked_projections; "C-opbyop", transformers' SiLU·up and RMS norms instead of
+worker.trainer.lean_blocks). This CPU's fp32 matmul peak, and its bf16 peak where it
 multiplies bf16 natively, are measured first, in this process; MFU is 4N FLOPs per real token over the peak of the
 dtype the recipe's matmuls run in (benchmarks/matmul_peak.py): bf16 for P, T and C where bf16 is native, else
 fp32 (throughput_baselines.half_precision: emulated bf16 is never run, nor its peak measured, which would take
@@ -62,7 +64,7 @@ METHODS = ("lora", "qlora")
 # Issue 18's targets for the studio (C) against the best baseline.
 SPEEDUP_GOAL, MFU_GOAL, MEMORY_GOAL, LOSS_GOAL = 1.5, 0.55, 0.6, 0.02
 # The studio's trainer with one lever of issue 18 switched off (--lever-ablation).
-LEVER_ABLATIONS = ("C-unfused", "C-sdpa", "C-dnncache")
+LEVER_ABLATIONS = ("C-unfused", "C-sdpa", "C-dnncache", "C-unstacked", "C-opbyop")
 
 
 def canonical_rows(dest: Path, n: int) -> Path:
@@ -108,6 +110,10 @@ def switch_off_lever(name: str) -> None:
         worker.trainer.model.use_document_attention = lambda model: None
     elif name == "C-dnncache":  # oneDNN's default primitive cache (1,024 primitives)
         worker.trainer.loop.bound_primitive_cache = lambda: ""
+    elif name == "C-unstacked":  # q/k/v and gate/up frozen weights multiplied one by one
+        worker.trainer.model.stack_frozen_projections = lambda model: 0
+    elif name == "C-opbyop":  # transformers' own SiLU·up and RMS norms, operation by operation
+        worker.trainer.model.use_lean_blocks = lambda model: 0
 
 
 def child(name: str, method: str, rows: Path, workload_name: str) -> None:

@@ -24,33 +24,28 @@ from typing import Any
 
 import torch
 
+from worker.trainer.per_input import PerInputParts
+
 # Sibling layers of one block that Llama-family models call with the same input tensor.
 SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
-class SharedInput:
+class SharedInput(PerInputParts):
     """The LoRA layers of one block that read the same tensor, and the A projection last computed for them."""
 
-    def __init__(self, layers: list[Any]) -> None:
-        self.layers = layers
-        self._input: torch.Tensor | None = None
-        self._parts: dict[int, torch.Tensor] = {}
+    def compute(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return _project(self.members, x)
 
     def lora_hidden(self, layer: Any, x: torch.Tensor) -> torch.Tensor:
         """dropout(x) @ A_layerᵀ, computed for every layer of the group at once when x is new."""
-        if x is not self._input or id(layer) not in self._parts:
-            self._input, self._parts = x, _project(self.layers, x)
-        part = self._parts.pop(id(layer))
-        if not self._parts:
-            self._input = None  # every layer took its part: hold no activations past the block
-        return part
+        return self.part(layer, x)
 
 
 def _adapter(layer: Any) -> str:
     return layer.active_adapters[0]
 
 
-def _project(layers: list[Any], x: torch.Tensor) -> dict[int, torch.Tensor]:
+def _project(layers: list[Any], x: torch.Tensor) -> list[torch.Tensor]:
     """One dropout of x and one matmul against the layers' stacked A weights, split per layer."""
     first = layers[0]
     name = _adapter(first)
@@ -60,8 +55,7 @@ def _project(layers: list[Any], x: torch.Tensor) -> dict[int, torch.Tensor]:
     weights = [layer.lora_A[_adapter(layer)].weight for layer in layers]
     stacked = weights[0] if len(weights) == 1 else torch.cat(weights)
     hidden = torch.nn.functional.linear(dropped, stacked)
-    parts = hidden.split([w.shape[0] for w in weights], dim=-1)
-    return {id(layer): part for layer, part in zip(layers, parts, strict=True)}
+    return list(hidden.split([w.shape[0] for w in weights], dim=-1))
 
 
 def _fused_forward(layer: Any, group: SharedInput, original: Any) -> Any:

@@ -16,7 +16,9 @@ from worker.trainer import distributed
 from worker.trainer.document_attention import use_document_attention
 from worker.trainer.dropout import use_lean_dropout
 from worker.trainer.errors import TrainerError
+from worker.trainer.lean_blocks import use_lean_blocks
 from worker.trainer.lora_fusion import fuse_lora_forward
+from worker.trainer.stacked_projections import stack_frozen_projections
 from worker.trainer.tokenizers import source_kwargs
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -227,6 +229,10 @@ def _base_model(spec: RunSpec, device: str, inputs: TrainingInputs) -> Any:
         return model
     if device == "cpu" and supports_bf16(device):
         bf16_block_linears(model)
+    elif device == "cpu":
+        # Own memory for the weights before stack_frozen_projections copies some: else the checkpoint's mapped
+        # pages stay resident beside those copies for as long as any tensor still reads the file (+279 MB).
+        release_checkpoint_pages(model)
     return model.to(target)
 
 
@@ -278,6 +284,7 @@ def load_model(spec: RunSpec, device: str, vocab_size: int | None = None, inputs
         model.resize_token_embeddings(vocab_size)  # e.g. ChatML markers added to a template-less tokenizer
     if device == "cpu":
         use_document_attention(model)  # packed rows attend per example, without SDPA's O(L²) mask
+        use_lean_blocks(model)  # SiLU·up and RMS norms that save fewer activations for backward
     if spec.method == "qlora":
         # Upcasts norms and embeddings to fp32 and enables input grads, as QLoRA training expects.
         model = prepare_model_for_kbit_training(
@@ -293,4 +300,6 @@ def load_model(spec: RunSpec, device: str, vocab_size: int | None = None, inputs
     model = get_peft_model(model, peft_config(spec), autocast_adapter_dtype=True)
     use_lean_dropout(model)  # a faster mask on the CPU, and a boolean mask saved instead of a float one
     fuse_lora_forward(model)  # one dropout and A matmul per shared input (q/k/v, gate/up); B, scale and add in one
+    if device == "cpu":
+        stack_frozen_projections(model)  # one wider matmul for the frozen q/k/v and gate/up weights
     return model
