@@ -9,39 +9,19 @@ import copy
 import pytest
 import torch
 
+from tests.support.peft_models import lora_model, loss_and_grads
 from worker.trainer.lora_fusion import SharedInput, fuse_lora_forward
-
-
-def _peft_model(tiny_model, dropout: float = 0.0, targets: str | list[str] = "all-linear"):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=targets))
-    for name, param in model.named_parameters():
-        if "lora_B" in name:  # PEFT starts B at zero: give it values, or the LoRA path would add nothing
-            torch.nn.init.normal_(param, std=0.02)
-    return model
-
-
-def _loss_and_grads(model, ids, autocast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 @pytest.mark.parametrize(("autocast", "tol"), [(False, 1e-5), (True, 2e-2)])
 def test_same_loss_and_gradients_as_pefts_forward(tiny_model, autocast: bool, tol: float) -> None:
-    reference = _peft_model(tiny_model)
+    reference = lora_model(tiny_model)
     fused = copy.deepcopy(reference)
     layers = fuse_lora_forward(fused)
     assert layers == 7 * fused.config.num_hidden_layers
     ids = torch.randint(0, fused.config.vocab_size, (2, 24))
-    want_loss, want = _loss_and_grads(reference, ids, autocast)
-    got_loss, got = _loss_and_grads(fused, ids, autocast)
+    want_loss, want = loss_and_grads(reference, ids, autocast)
+    got_loss, got = loss_and_grads(fused, ids, autocast)
     torch.testing.assert_close(got_loss, want_loss, rtol=tol / 10, atol=0)
     assert want.keys() == got.keys() and any("lora_A" in n for n in got)
     for name in want:
@@ -50,7 +30,7 @@ def test_same_loss_and_gradients_as_pefts_forward(tiny_model, autocast: bool, to
 
 
 def test_layers_reading_one_input_share_one_mask_and_one_matmul(tiny_model) -> None:
-    model = _peft_model(tiny_model, dropout=0.5)
+    model = lora_model(tiny_model, dropout=0.5)
     from worker.trainer.dropout import use_lean_dropout
 
     use_lean_dropout(model)
@@ -74,7 +54,7 @@ def test_layers_reading_one_input_share_one_mask_and_one_matmul(tiny_model) -> N
 
 
 def test_a_layer_called_with_another_tensor_computes_its_own(tiny_model) -> None:
-    model = _peft_model(tiny_model)
+    model = lora_model(tiny_model)
     reference = copy.deepcopy(model)
     fuse_lora_forward(model)
     fused = model.base_model.model.model.layers[0].self_attn
@@ -100,7 +80,7 @@ def test_a_group_holds_nothing_once_every_layer_took_its_part() -> None:
 
 
 def test_disabled_or_merged_adapters_take_pefts_forward(tiny_model) -> None:
-    model = _peft_model(tiny_model)
+    model = lora_model(tiny_model)
     reference = copy.deepcopy(model)
     fuse_lora_forward(model)
     ids = torch.randint(0, model.config.vocab_size, (1, 10))
@@ -121,7 +101,7 @@ def test_dora_layers_are_left_to_peft(tiny_model) -> None:
 
 
 def test_the_saved_adapter_is_pefts(tiny_model, tmp_path) -> None:
-    model = _peft_model(tiny_model, targets=["q_proj", "v_proj"])
+    model = lora_model(tiny_model, targets=["q_proj", "v_proj"])
     before = {k: v.clone() for k, v in model.state_dict().items() if "lora" in k}
     fuse_lora_forward(model)
     model.save_pretrained(tmp_path)

@@ -9,31 +9,11 @@ import copy
 import pytest
 import torch
 
+from tests.support.peft_models import lora_model, loss_and_grads
 from worker.trainer.lora_fusion import fuse_lora_forward
 from worker.trainer.stacked_projections import stack_frozen_projections
 
 ATTENTION, MLP = ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
-
-
-def _peft_model(tiny_model, targets):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets))
-    for name, param in model.named_parameters():
-        if "lora_B" in name:  # PEFT starts B at zero: give it values, or the LoRA path would add nothing
-            torch.nn.init.normal_(param, std=0.02)
-    return model
-
-
-def _loss_and_grads(model, ids, autocast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _base(layer) -> torch.nn.Linear:
@@ -45,15 +25,15 @@ def _base(layer) -> torch.nn.Linear:
 @pytest.mark.parametrize(("autocast", "tol"), [(False, 1e-5), (True, 2e-2)])
 def test_same_loss_and_gradients_as_the_layers_alone(tiny_model, targets, fused_lora: bool, autocast: bool,
                                                      tol: float) -> None:
-    reference = _peft_model(tiny_model, targets)
+    reference = lora_model(tiny_model, targets=targets)
     stacked = copy.deepcopy(reference)
     if fused_lora:  # after the copy: the fused forwards are closures over their own model's layers
         fuse_lora_forward(reference)
         fuse_lora_forward(stacked)
     assert stack_frozen_projections(stacked) == 5 * stacked.config.num_hidden_layers
     ids = torch.randint(0, stacked.config.vocab_size, (2, 24))
-    want_loss, want = _loss_and_grads(reference, ids, autocast)
-    got_loss, got = _loss_and_grads(stacked, ids, autocast)
+    want_loss, want = loss_and_grads(reference, ids, autocast)
+    got_loss, got = loss_and_grads(stacked, ids, autocast)
     torch.testing.assert_close(got_loss, want_loss, rtol=tol / 10, atol=0)
     assert want.keys() == got.keys()
     for name in want:
@@ -62,7 +42,7 @@ def test_same_loss_and_gradients_as_the_layers_alone(tiny_model, targets, fused_
 
 
 def test_siblings_share_one_product_and_one_stacked_weight(tiny_model) -> None:
-    model = _peft_model(tiny_model, ["q_proj", "v_proj"])  # k, gate and up stay plain linears
+    model = lora_model(tiny_model, targets=["q_proj", "v_proj"])  # k, gate and up stay plain linears
     before = {k: v.clone() for k, v in model.state_dict().items()}
     stack_frozen_projections(model)
     block = model.base_model.model.model.layers[0]
@@ -81,7 +61,7 @@ def test_siblings_share_one_product_and_one_stacked_weight(tiny_model) -> None:
 
 
 def test_a_replaced_weight_or_another_input_computes_alone(tiny_model) -> None:
-    model = _peft_model(tiny_model, ["q_proj", "v_proj"])
+    model = lora_model(tiny_model, targets=["q_proj", "v_proj"])
     stack_frozen_projections(model)
     mlp = model.base_model.model.model.layers[0].mlp
     x, other = torch.randn(1, 5, mlp.gate_proj.in_features), torch.randn(1, 5, mlp.up_proj.in_features)
