@@ -19,10 +19,8 @@ from typing import Any
 
 import torch
 
+from worker.trainer.lora_fusion import SHARED_INPUTS
 from worker.trainer.per_input import PerInputParts
-
-# Projections of one Llama-family block that read the same tensor (the attention's and the MLP's inputs).
-SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 class StackedProjection(PerInputParts):
@@ -38,18 +36,15 @@ class StackedProjection(PerInputParts):
         if self.bias is not None:
             for layer, bias in zip(layers, self.bias.split(self.sizes), strict=True):
                 layer.bias.data = bias
-
-    def _intact(self) -> bool:
-        """Every layer's weight still views its rows of the stacked weight (nothing replaced it)."""
-        return all(layer.weight.data_ptr() == rows.data_ptr()
-                   for layer, rows in zip(self.members, self.weight.split(self.sizes), strict=True))
+        self._rows = {id(layer): layer.weight.data_ptr() for layer in layers}  # where each layer's rows start
 
     def compute(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.nn.functional.linear(x, self.weight, self.bias).split(self.sizes, -1))
 
     def output(self, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        """layer(x), computed for every layer of the group in one matmul when x is new."""
-        if not self._intact():
+        """layer(x), computed for every layer of the group in one matmul when x is new; alone when the layer's weight
+        no longer views its rows of the stacked weight (replaced: the product would hold the old rows)."""
+        if layer.weight.data_ptr() != self._rows[id(layer)]:
             return torch.nn.functional.linear(x, layer.weight, layer.bias)
         return self.part(layer, x)
 
@@ -70,10 +65,11 @@ def _forward(layer: torch.nn.Linear, group: StackedProjection) -> Any:
 
 
 def stack_frozen_projections(model: torch.nn.Module) -> int:
-    """Stack each block's frozen sibling projections (SIBLINGS) of `model`; returns how many layers were stacked."""
+    """Stack each block's frozen sibling projections (lora_fusion.SHARED_INPUTS) of `model`; returns how many
+    layers were stacked."""
     stacked = 0
     for parent in list(model.modules()):
-        for names in SIBLINGS:
+        for names in SHARED_INPUTS:
             layers = [_stackable(getattr(parent, name, None)) for name in names]
             if None in layers or not _compatible(layers):
                 continue
