@@ -42,4 +42,6 @@ COPY --from=source /src/ ./
 RUN pip install --no-deps -e .
 USER studio
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
+# The same timeouts as app.stack.web_argv (`lorastudio up`): idle connections outlive a proxy's, streams get 5 s.
+CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", \
+     "--timeout-graceful-shutdown", "5", "--timeout-keep-alive", "75"]

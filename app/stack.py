@@ -203,13 +203,19 @@ def generation_argv() -> list[str]:
 
 
 WEB_STOP_GRACE_S = 5
+# An idle keep-alive connection must be closed by the client, never by the server: when the server closes one just
+# as a client sends its next request on it, that request is reset (httpx raises ReadError, a proxy answers 502).
+# uvicorn's default (5 s) equals httpx's client-side expiry and is shorter than a proxy's upstream idle time (nginx
+# and cloud load balancers: 60 s), so the server outlives them all; an idle connection costs one file descriptor.
+WEB_KEEP_ALIVE_S = 75
 
 
 def web_argv(host: str, port: int, access_log: bool = True) -> list[str]:
     """The web app under uvicorn (without its line per request unless access_log). Live-update streams never end
-    by themselves: on stop they get WEB_STOP_GRACE_S to finish, then are closed (the browsers reconnect)."""
+    by themselves: on stop they get WEB_STOP_GRACE_S to finish, then are closed (the browsers reconnect). Idle
+    connections are kept WEB_KEEP_ALIVE_S."""
     argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", host, "--port", str(port),
-            "--timeout-graceful-shutdown", str(WEB_STOP_GRACE_S)]
+            "--timeout-graceful-shutdown", str(WEB_STOP_GRACE_S), "--timeout-keep-alive", str(WEB_KEEP_ALIVE_S)]
     return argv + ([] if access_log else ["--no-access-log"])
 
 

@@ -3,6 +3,7 @@ from the files, and the one command compose adds — `migrate --first-admin` —
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from app.core.config import Settings
+from app.stack import web_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -106,6 +108,15 @@ def test_each_image_is_built_once_and_run_by_the_others() -> None:
         if service.get("image", "").startswith("lorastudio-") and "build" not in service:
             assert service["pull_policy"] == "never", name  # a local image: never looked for on a registry
             assert any(service["image"] == s["image"] for s in SERVICES.values() if "build" in s), name
+
+
+def test_the_web_image_runs_uvicorn_as_lorastudio_up_does() -> None:
+    """The image's web process keeps the same timeouts as `lorastudio up` (idle connections outlive a proxy's)."""
+    stages = re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+    web_stage = next(stage for stage in stages if stage.startswith("base AS web"))
+    cmd = re.search(r"^CMD (\[.*?\])$", web_stage.replace("\\\n", ""), flags=re.MULTILINE | re.DOTALL)
+    assert cmd, web_stage
+    assert json.loads(cmd.group(1)) == ["uvicorn", *web_argv("0.0.0.0", 8000)[3:]]
 
 
 def test_the_gpu_worker_takes_every_gpu_and_shares_them_out_itself() -> None:

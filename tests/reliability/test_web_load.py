@@ -7,6 +7,7 @@ The same code, at 50..500, is benchmarks/web_load.py."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -27,6 +28,7 @@ PER_USER = N  # the server's per-user bound of live streams: N fit, one more is 
 # and the server side by side, so the test allows some noise on top.
 HEALTHZ_P95_S = 0.25
 RSS_GROWTH = 150 << 20
+UVICORN_DEFAULT_KEEP_ALIVE_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,27 @@ def test_concurrent_api_requests_queue_instead_of_failing(loaded: tuple) -> None
     _holds(level)
     assert set(level.statuses) == {200} and len(level.latencies) >= N, level.row()
     assert time.monotonic() - started < 30
+
+
+def test_an_idle_connection_is_left_for_the_client_to_close(loaded: tuple) -> None:
+    """Past uvicorn's default keep-alive (5 s, the same as httpx's own expiry) the connection still carries the next
+    request: the server never closes it under a client that is just reusing it (the reset that load would show as
+    ReadError, and a proxy as 502)."""
+    url, _, account, run_id = loaded
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        statuses = []
+        for pause in (0.0, UVICORN_DEFAULT_KEEP_ALIVE_S + 1.5):
+            time.sleep(pause)
+            connection.request("GET", f"/api/runs/{run_id}", headers=account.headers)
+            response = connection.getresponse()
+            response.read()
+            statuses.append((response.status, connection.sock.getsockname()))
+    finally:
+        connection.close()
+    assert [status for status, _ in statuses] == [200, 200]
+    assert statuses[0][1] == statuses[1][1]  # the same socket both times
 
 
 def test_sse_clients_share_one_subscription_and_all_get_live_points(loaded: tuple, resources: Resources) -> None:
