@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import inspect
 import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from app.core.config import Settings
 from app.core.resources import Resources
@@ -28,7 +30,7 @@ PER_USER = N  # the server's per-user bound of live streams: N fit, one more is 
 # and the server side by side, so the test allows some noise on top.
 HEALTHZ_P95_S = 0.25
 RSS_GROWTH = 150 << 20
-UVICORN_DEFAULT_KEEP_ALIVE_S = 5
+UVICORN_DEFAULT_KEEP_ALIVE_S = inspect.signature(uvicorn.Config).parameters["timeout_keep_alive"].default
 
 
 @pytest.fixture(scope="module")

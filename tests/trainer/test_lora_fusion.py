@@ -73,9 +73,9 @@ def test_a_group_holds_nothing_once_every_layer_took_its_part() -> None:
     first, second = group.members
     group._input, group._parts = torch.ones(1), {id(first): torch.ones(1), id(second): torch.ones(1)}
     x = group._input
-    group.lora_hidden(group.members[0], x)
+    group.lora_hidden(first, x)
     assert group._input is x
-    group.lora_hidden(group.members[1], x)
+    group.lora_hidden(second, x)
     assert group._input is None and group._parts == {}
 
 

@@ -72,7 +72,7 @@ def test_a_replaced_weight_or_another_input_computes_alone(tiny_model) -> None:
     torch.testing.assert_close(mlp.up_proj(x), x @ mlp.up_proj.weight.T)
 
 
-def test_trainable_or_quantized_layers_are_not_stacked(tiny_model) -> None:
+def test_trainable_or_non_linear_siblings_are_not_stacked(tiny_model) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)  # every weight trainable: nothing frozen to stack
